@@ -1,0 +1,103 @@
+"""An audit of a data folder for readers who bring their own images.
+
+``python -m busutils data DIR`` prints it; :func:`audit` returns the same facts as a
+JSON-ready dictionary: the layout found, counts per class, the files skipped and why, the
+near-duplicate groups and the groups whose members disagree on the label.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .data import Dataset, load_dataset
+from .duplicates import MAX_DISTANCE, duplicate_groups, duplicate_report
+from .images import ImageWarning
+from .splits import assign_folds
+
+
+def _load_all(root: str | Path, image_size: int) -> tuple[Dataset, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ImageWarning)
+        dataset = load_dataset(root, task=None, image_size=image_size) if Path(root).is_dir() else load_dataset(
+            root, task="breastmnist", image_size=image_size
+        )
+    notes = sorted({str(w.message) for w in caught if not str(w.message).startswith("skipped ")})
+    return dataset, notes
+
+
+def audit(root: str | Path, *, max_distance: int = MAX_DISTANCE, image_size: int = 128) -> dict:
+    """Everything a reader should know about a data folder before training on it."""
+    dataset, notes = _load_all(root, image_size)
+    groups = duplicate_groups(dataset.images, max_distance)
+    report = duplicate_report(dataset.labels, groups)
+
+    def describe(members: list[int]) -> list[dict]:
+        return [{"file": dataset.ids[i], "class": dataset.class_names[dataset.labels[i]]} for i in members]
+
+    return {
+        "root": str(Path(root)),
+        "layout": dataset.layout,
+        "n_images": len(dataset),
+        "counts": dataset.counts(),
+        "skipped": [{"file": s.path, "reason": s.reason} for s in dataset.skipped],
+        "conversions": notes,
+        "max_distance": max_distance,
+        "duplicate_groups": [describe(g) for g in report.groups],
+        "cross_label_groups": [describe(g) for g in report.cross_label],
+        "n_duplicated_images": report.n_duplicated_images,
+    }
+
+
+def format_audit(result: dict) -> str:
+    """The audit as text for the terminal."""
+    lines = [
+        f"Data folder: {result['root']}",
+        f"Layout: {result['layout']}",
+        f"Images: {result['n_images']}",
+    ]
+    lines += [f"  {name}: {count}" for name, count in result["counts"].items()]
+    lines.append(f"Skipped files: {len(result['skipped'])}")
+    lines += [f"  {s['file']}: {s['reason']}" for s in result["skipped"][:50]]
+    if len(result["skipped"]) > 50:
+        lines.append(f"  ... and {len(result['skipped']) - 50} more (use --json for all)")
+    if result["conversions"]:
+        lines.append(f"Converted on reading: {len(result['conversions'])}")
+        lines += [f"  {note}" for note in result["conversions"][:20]]
+    lines.append(
+        f"Near-duplicate groups (hash distance <= {result['max_distance']} bits): "
+        f"{len(result['duplicate_groups'])}, holding {result['n_duplicated_images']} images"
+    )
+    lines.append(f"Groups whose images disagree on the label: {len(result['cross_label_groups'])}")
+    for group in result["cross_label_groups"]:
+        lines.append("  " + "  <->  ".join(f"{m['file']} [{m['class']}]" for m in group))
+    return "\n".join(lines)
+
+
+def fold_table(root: str | Path, *, n_splits: int = 5, seed: int = 0, max_distance: int = MAX_DISTANCE) -> dict:
+    """Each file's cross-validation fold, stratified by class, near-duplicates kept in one fold."""
+    dataset, _ = _load_all(root, 128)
+    groups = duplicate_groups(dataset.images, max_distance)
+    folds = assign_folds(dataset.labels, groups, n_splits=n_splits, seed=seed)
+    return {
+        "root": str(Path(root)),
+        "layout": dataset.layout,
+        "folds": n_splits,
+        "seed": seed,
+        "max_distance": max_distance,
+        "files": [
+            {
+                "file": dataset.ids[i],
+                "class": dataset.class_names[dataset.labels[i]],
+                "fold": int(folds[i]),
+                "group": int(groups[i]),
+            }
+            for i in range(len(dataset))
+        ],
+        "fold_counts": {
+            str(k): {name: int(np.sum((folds == k) & (dataset.labels == c))) for c, name in enumerate(dataset.class_names)}
+            for k in range(n_splits)
+        },
+    }

@@ -1,0 +1,151 @@
+"""The command line: ``python -m busutils {data,split,train,evaluate} ...``.
+
+Every sub-command explains its options with ``--help`` and turns bad input into a one-line
+error and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .data import DataError
+from .images import ImageError
+
+
+def _existing_path(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
+    return path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from .audit import audit, format_audit
+
+    result = audit(args.dir, max_distance=args.max_distance)
+    print(json.dumps(result, indent=2) if args.json else format_audit(result))
+    return 0
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    from .audit import fold_table
+
+    if args.folds < 2:
+        raise ValueError(f"--folds must be at least 2, got {args.folds}")
+    table = fold_table(args.dir, n_splits=args.folds, seed=args.seed, max_distance=args.max_distance)
+    if args.json:
+        print(json.dumps(table, indent=2))
+    else:
+        for row in table["files"]:
+            print(f"{row['fold']}\t{row['class']}\t{row['file']}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .experiment import train_run
+
+    result = train_run(
+        data=args.data,
+        model=args.model,
+        profile=args.profile,
+        out=args.out,
+        task=args.task,
+        seed=args.seed,
+        weights=args.weights,
+        epochs=args.epochs,
+        folds=args.folds,
+    )
+    metrics = result["test"]["metrics"]
+    print(f"{args.model}: test AUC {metrics['auc']:.3f}, accuracy {metrics['accuracy']:.3f} (n={metrics['n']})")
+    print(f"model and results written to {args.out}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .experiment import evaluate_run
+
+    result = evaluate_run(args.run, data=args.data, out=args.out)
+    metrics = result["metrics"]
+    if args.json:
+        summary = {k: metrics.get(k) for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "n")}
+        summary.update(ci95=result.get("ci95", {}), data=result["data"]["source"], model=result["model"])
+        print(json.dumps(summary))
+    else:
+        for key in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "n"):
+            if key in metrics:
+                low_high = result.get("ci95", {}).get(key)
+                ci = f"  95% CI [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high and None not in low_high else ""
+                value = metrics[key]
+                print(f"{key:>12}: {value:.3f}{ci}" if isinstance(value, float) else f"{key:>12}: {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m busutils``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m busutils",
+        description="Breast ultrasound classification with transfer learning: data audit, splits, training, evaluation.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="audit a data folder", description="Audit a data folder: layout, counts per class, skipped files, near-duplicate and cross-label groups.")
+    data.add_argument("dir", type=_existing_path, help="data folder (BUSI layout or one folder per class) or BreastMNIST .npz")
+    data.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    data.add_argument("--max-distance", type=int, default=None, help="perceptual-hash distance (bits) under which two images count as near-duplicates (default: %(default)s = the package default)")
+    data.set_defaults(func=_cmd_data)
+
+    split = sub.add_parser("split", help="assign each file a cross-validation fold", description="Assign every image a fold for group-aware stratified k-fold cross-validation; near-duplicates always share a fold.")
+    split.add_argument("dir", type=_existing_path, help="data folder (BUSI layout or one folder per class)")
+    split.add_argument("--folds", type=_positive_int, default=5, help="number of folds (default: %(default)s)")
+    split.add_argument("--seed", type=int, default=0, help="random seed of the fold assignment (default: %(default)s)")
+    split.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    split.add_argument("--max-distance", type=int, default=None, help="near-duplicate hash distance in bits (default: the package default)")
+    split.set_defaults(func=_cmd_split)
+
+    train = sub.add_parser("train", help="train a model and save it with its results", description="Train one of the paper's three models on a data folder, evaluate it on a group-aware held-out test part, and save the model and a results JSON in the run folder.")
+    train.add_argument("--data", type=_existing_path, default=None, help="data folder or .npz (default: $BUSI_DIR, else the synthetic phantom)")
+    train.add_argument("--model", required=True, choices=["baseline", "vgg16-transfer", "vgg16-finetune"], help="which model to train")
+    train.add_argument("--profile", default="quick", choices=["quick", "paper"], help="settings profile: quick (CPU) or paper (the paper's settings, for a GPU) (default: %(default)s)")
+    train.add_argument("--out", type=Path, required=True, help="run folder to create for the model and results.json")
+    train.add_argument("--task", default="benign-malignant", choices=["benign-malignant", "three-class", "breastmnist"], help="classification task (default: %(default)s)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    train.add_argument("--weights", default=None, help="VGG16 weights: 'imagenet', a local .h5 file, or 'none' (default: the profile's)")
+    train.add_argument("--epochs", type=_positive_int, default=None, help="override the profile's number of epochs")
+    train.add_argument("--folds", type=int, default=0, help="also run group-aware k-fold cross-validation with this many folds (default: 0 = off)")
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a saved run on other data", description="Evaluate the model saved in a run folder on other data; all of the data is used as test data.")
+    evaluate.add_argument("run", type=_existing_path, help="run folder written by 'train'")
+    evaluate.add_argument("--data", type=_existing_path, default=None, help="data folder or .npz to test on (default: $BUSI_DIR, else the synthetic phantom)")
+    evaluate.add_argument("--out", type=Path, default=None, help="where to write the evaluation JSON (default: RUN/evaluation.json)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object (auc, accuracy, sensitivity, specificity, n, ...)")
+    evaluate.set_defaults(func=_cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "max_distance", None) is None and hasattr(args, "max_distance"):
+        from .duplicates import MAX_DISTANCE
+
+        args.max_distance = MAX_DISTANCE
+    try:
+        return args.func(args)
+    except (DataError, ImageError, ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

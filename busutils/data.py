@@ -1,0 +1,431 @@
+"""Finding and loading breast-ultrasound data sets.
+
+Three layouts are read:
+
+* ``busi`` – the original BUSI release, ``<root>/{benign,malignant,normal}/<class> (N).png``
+  with segmentation masks ``<class> (N)_mask.png`` (and ``_mask_1.png``) beside the images;
+* ``class-folders`` – one folder per class, optionally under ``train/`` and ``test/``
+  (a clinic export, or the paper's own data);
+* ``breastmnist`` – a local MedMNIST ``breastmnist*.npz`` file.
+
+With no path and no ``BUSI_DIR``, :func:`load_dataset` falls back to the synthetic phantom so
+that every chapter runs offline, and says so.  Source files are only ever read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .images import ImageError, ImageWarning, is_image_name, read_image, resize
+
+BUSI_CLASSES = ("benign", "malignant", "normal")
+SUBSETS = ("train", "test")
+_MASK = re.compile(r"_mask(_\d+)?$", re.IGNORECASE)
+_BUSI_NAME = re.compile(r"^(benign|malignant|normal) \((\d+)\)$")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A classification task: which source classes map to which label."""
+
+    name: str
+    class_names: tuple[str, ...]
+    mapping: dict[str, int]  # source class (folder name) -> label index
+    description: str
+
+
+TASKS: dict[str, Task] = {
+    "benign-malignant": Task(
+        "benign-malignant",
+        ("benign", "malignant"),
+        {"benign": 0, "malignant": 1},
+        "benign vs malignant lesions, the paper's task (normal images are left out)",
+    ),
+    "three-class": Task(
+        "three-class",
+        ("normal", "benign", "malignant"),
+        {"normal": 0, "benign": 1, "malignant": 2},
+        "normal vs benign vs malignant",
+    ),
+    "breastmnist": Task(
+        "breastmnist",
+        ("normal+benign", "malignant"),
+        {"normal": 0, "benign": 0, "malignant": 1},
+        "BreastMNIST's task: normal and benign together vs malignant",
+    ),
+}
+
+
+class DataError(ValueError):
+    """A data folder or file that cannot be used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file left out of a data set, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Scan:
+    """What a folder holds, before any image is decoded."""
+
+    root: Path
+    layout: str
+    files: list[tuple[Path, str, str | None]]  # (path, source class, subset or None)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """Number of candidate image files per source class."""
+        return dict(sorted(Counter(cls for _, cls, _ in self.files).items()))
+
+
+@dataclass
+class Dataset:
+    """Images (greyscale, ``uint8``), integer labels and where each image came from."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    ids: list[str]
+    source: str
+    layout: str
+    task: str
+    subsets: np.ndarray | None = None
+    skipped: list[Skipped] = field(default_factory=list)
+    is_phantom: bool = False
+    group_ids: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def groups(self) -> np.ndarray:
+        """Near-duplicate group of every image (computed once, on first use)."""
+        if self.group_ids is None:
+            from .duplicates import duplicate_groups
+
+            self.group_ids = duplicate_groups(self.images)
+        return self.group_ids
+
+    def counts(self) -> dict[str, int]:
+        """Number of images per class name."""
+        return {name: int((self.labels == i).sum()) for i, name in enumerate(self.class_names)}
+
+    def take(self, index: Iterable[int] | np.ndarray) -> "Dataset":
+        """A new data set with the images at ``index`` (a split, a fold)."""
+        index = np.asarray(index, dtype=int)
+        return Dataset(
+            images=self.images[index],
+            labels=self.labels[index],
+            class_names=self.class_names,
+            ids=[self.ids[i] for i in index],
+            source=self.source,
+            layout=self.layout,
+            task=self.task,
+            subsets=None if self.subsets is None else self.subsets[index],
+            skipped=[],
+            is_phantom=self.is_phantom,
+            group_ids=None if self.group_ids is None else self.group_ids[index],
+        )
+
+
+def get_task(task: str) -> Task:
+    """Look up a task by name, with an error listing the valid names."""
+    try:
+        return TASKS[task]
+    except KeyError:
+        raise ValueError(f"task={task!r} is not known; use one of {sorted(TASKS)}") from None
+
+
+def _is_mask(path: Path) -> bool:
+    return bool(_MASK.search(path.stem))
+
+
+def _scan_class_folders(folder: Path, subset: str | None, files: list, skipped: list) -> None:
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        source_class = class_dir.name.lower()
+        n_before = len(files)
+        for path in sorted(class_dir.iterdir()):
+            if path.name.startswith("."):
+                continue
+            if path.is_dir():
+                skipped.append(Skipped(str(path), "sub-folder inside a class folder (not read)"))
+            elif not is_image_name(path):
+                skipped.append(Skipped(str(path), f"not an image file ({path.suffix or 'no suffix'})"))
+            elif _is_mask(path):
+                skipped.append(Skipped(str(path), "segmentation mask"))
+            else:
+                files.append((path, source_class, subset))
+        if len(files) == n_before:
+            where = f"{class_dir}"
+            skipped.append(Skipped(where, "empty class folder (no images)"))
+
+
+def detect_layout(root: str | Path) -> str:
+    """Name the layout of ``root``: ``busi``, ``class-folders``, ``class-folders-split`` or ``breastmnist``."""
+    return scan(root).layout
+
+
+def scan(root: str | Path) -> Scan:
+    """List the image files of a data folder (or ``.npz`` file) by class, without decoding them.
+
+    Raises :class:`DataError` when the path is missing or matches no known layout.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"{root}: no such file or folder. Give the folder that holds the class folders.")
+    if root.is_file():
+        if root.suffix.lower() == ".npz":
+            return Scan(root, "breastmnist", [])
+        raise DataError(
+            f"{root}: is a file; give a data folder (class per folder, or BUSI's benign/malignant/normal) "
+            "or a BreastMNIST .npz file"
+        )
+    try:
+        entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+    except PermissionError as error:
+        raise DataError(f"{root}: cannot be read ({error})") from error
+    subdirs = {p.name.lower(): p for p in entries if p.is_dir()}
+    files: list[tuple[Path, str, str | None]] = []
+    skipped: list[Skipped] = []
+    if subdirs and set(subdirs) <= set(SUBSETS) and len(subdirs) >= 1:
+        for subset in SUBSETS:
+            if subset in subdirs:
+                _scan_class_folders(subdirs[subset], subset, files, skipped)
+        layout = "class-folders-split"
+    elif subdirs:
+        _scan_class_folders(root, None, files, skipped)
+        classes = {cls for _, cls, _ in files} | {Path(s.path).name.lower() for s in skipped if "empty" in s.reason}
+        busi_named = [p for p, _, _ in files if _BUSI_NAME.match(p.stem)]
+        if classes and classes <= set(BUSI_CLASSES) and files and len(busi_named) >= 0.9 * len(files):
+            layout = "busi"
+        else:
+            layout = "class-folders"
+    else:
+        raise DataError(
+            f"{root}: matches no known layout: it has no class folders. Expected BUSI's "
+            "benign/ malignant/ normal/ folders, one folder per class (optionally under train/ and "
+            "test/), or a BreastMNIST .npz file."
+        )
+    for path in (p for p in entries if p.is_file()):
+        skipped.append(Skipped(str(path), "file outside the class folders"))
+    if not files:
+        raise DataError(
+            f"{root}: no image files found in its class folders ({', '.join(sorted(subdirs))}). "
+            "Put PNG or JPEG images in one folder per class."
+        )
+    return Scan(root, layout, files, skipped)
+
+
+def _resolve_root(path: str | Path | None) -> Path | None:
+    if path is not None and str(path) != "":
+        return Path(path).expanduser()
+    env = os.environ.get("BUSI_DIR")
+    return Path(env).expanduser() if env else None
+
+
+def load_folder(
+    root: str | Path,
+    *,
+    task: str | None = "benign-malignant",
+    image_size: int = 224,
+) -> Dataset:
+    """Load a BUSI-layout or class-per-folder data set for ``task``, images resized to ``image_size``.
+
+    ``task=None`` keeps every class folder found, as its own class (for auditing any export).
+    Files that cannot be read are skipped with a warning and listed in ``Dataset.skipped``;
+    a class the task needs but the folder lacks is an error.
+    """
+    found = scan(root)
+    if found.layout == "breastmnist":
+        return load_breastmnist(found.root, image_size=image_size, task=task or "breastmnist")
+    present = set(found.counts())
+    if task is None:
+        names = tuple(sorted(present))
+        spec = Task("all-classes", names, {name: i for i, name in enumerate(names)}, "every class folder")
+    else:
+        spec = get_task(task)
+    missing = sorted(set(spec.mapping) - present)
+    if missing:
+        raise DataError(
+            f"{found.root}: task {task!r} needs class folders {sorted(spec.mapping)}, but "
+            f"{missing} {'is' if len(missing) == 1 else 'are'} missing or empty (found {sorted(present) or 'none'}). "
+            "Name the folders after the classes, or choose another task."
+        )
+    images, labels, ids, subsets = [], [], [], []
+    skipped = list(found.skipped)
+    for path, source_class, subset in found.files:
+        if source_class not in spec.mapping:
+            continue
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ImageWarning)
+                grey = read_image(path, image_size)
+            for w in caught:
+                warnings.warn(str(w.message), ImageWarning, stacklevel=2)
+        except ImageError as error:
+            warnings.warn(f"skipped {error}", ImageWarning, stacklevel=2)
+            skipped.append(Skipped(str(path), str(error).removeprefix(f"{path}: ")))
+            continue
+        images.append(grey)
+        labels.append(spec.mapping[source_class])
+        ids.append(path.relative_to(found.root).as_posix())
+        subsets.append(subset or "")
+    if not images:
+        raise DataError(f"{found.root}: none of the images could be read; see the warnings above")
+    counts = Counter(labels)
+    for index, name in enumerate(spec.class_names):
+        if counts[index] == 0:
+            raise DataError(f"{found.root}: no readable images left for class {name!r}")
+    return Dataset(
+        images=np.stack(images),
+        labels=np.asarray(labels, dtype=np.int64),
+        class_names=spec.class_names,
+        ids=ids,
+        source=str(found.root),
+        layout=found.layout,
+        task=spec.name,
+        subsets=np.asarray(subsets) if found.layout == "class-folders-split" else None,
+        skipped=skipped,
+    )
+
+
+def load_breastmnist(path: str | Path, *, image_size: int | None = None, task: str = "breastmnist") -> Dataset:
+    """Load a local MedMNIST BreastMNIST ``.npz`` (train, val and test parts together).
+
+    BreastMNIST labels 0 = malignant and 1 = normal or benign; here malignant is label 1, the
+    positive class, as in every other task.  The file is opened without pickle support.
+    """
+    path = Path(path)
+    if task != "breastmnist":
+        raise DataError(
+            f"{path}: BreastMNIST merges normal and benign images, so task={task!r} cannot be built "
+            "from it; use task='breastmnist'"
+        )
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: not a readable .npz file ({error})") from error
+    with archive:
+        expected = [f"{part}_{kind}" for part in ("train", "val", "test") for kind in ("images", "labels")]
+        missing = [key for key in expected if key not in archive.files]
+        if missing:
+            raise DataError(f"{path}: not a MedMNIST file, keys {missing} are missing (found {archive.files})")
+        images, labels, subsets = [], [], []
+        for part in ("train", "val", "test"):
+            x = archive[f"{part}_images"]
+            y = archive[f"{part}_labels"].reshape(-1)
+            if x.ndim == 4:  # (n, h, w, c)
+                x = x.mean(axis=-1).round().astype(np.uint8)
+            if x.ndim != 3 or len(x) != len(y):
+                raise DataError(f"{path}: {part}_images has shape {x.shape}, expected (n, h, w)")
+            images.append(x.astype(np.uint8))
+            labels.append(1 - y.astype(np.int64))
+            subsets += [part] * len(y)
+    images_arr = np.concatenate(images)
+    if image_size is not None and images_arr.shape[1] != image_size:
+        images_arr = np.stack([resize(im, image_size) for im in images_arr])
+    spec = TASKS["breastmnist"]
+    return Dataset(
+        images=images_arr,
+        labels=np.concatenate(labels),
+        class_names=spec.class_names,
+        ids=[f"{s}/{i}" for i, s in enumerate(subsets)],
+        source=str(path),
+        layout="breastmnist",
+        task="breastmnist",
+        subsets=np.asarray(subsets),
+    )
+
+
+def phantom_dataset(
+    n: int = 400,
+    *,
+    task: str = "benign-malignant",
+    image_size: int = 224,
+    difficulty: float = 0.5,
+    seed: int = 0,
+) -> Dataset:
+    """The synthetic phantom as a :class:`Dataset`, for running everything with no real data."""
+    from .phantom import make_phantom
+
+    spec = get_task(task)
+    classes = tuple(dict.fromkeys(c for c in BUSI_CLASSES if c in spec.mapping))
+    images, names, _ = make_phantom(n, size=image_size, classes=classes, difficulty=difficulty, seed=seed)
+    labels = np.asarray([spec.mapping[str(c)] for c in names], dtype=np.int64)
+    return Dataset(
+        images=images,
+        labels=labels,
+        class_names=spec.class_names,
+        ids=[f"phantom/{c} ({i + 1})" for i, c in enumerate(names)],
+        source=f"synthetic phantom (n={n}, difficulty={difficulty}, seed={seed})",
+        layout="phantom",
+        task=task,
+        is_phantom=True,
+    )
+
+
+def load_dataset(
+    path: str | Path | None = None,
+    *,
+    task: str = "benign-malignant",
+    image_size: int = 224,
+    phantom_n: int = 400,
+    phantom_difficulty: float = 0.5,
+    seed: int = 0,
+) -> Dataset:
+    """Load the data a chapter runs on: ``path``, else ``$BUSI_DIR``, else the synthetic phantom."""
+    root = _resolve_root(path)
+    if root is None:
+        return phantom_dataset(phantom_n, task=task, image_size=image_size, difficulty=phantom_difficulty, seed=seed)
+    if root.is_file() and root.suffix.lower() == ".npz":
+        return load_breastmnist(root, image_size=image_size, task=task)
+    return load_folder(root, task=task, image_size=image_size)
+
+
+def describe(dataset: Dataset) -> str:
+    """A one-paragraph, human-readable account of a data set (what a chapter prints first)."""
+    counts = ", ".join(f"{name} {count}" for name, count in dataset.counts().items())
+    text = f"{len(dataset)} images ({counts}) at {dataset.image_size}x{dataset.image_size}, from {dataset.source}"
+    if dataset.is_phantom:
+        text = (
+            "SYNTHETIC PHANTOM DATA - no real images were given (set BUSI_DIR or pass a data folder). "
+            "Numbers below describe the phantom, not patients.\n" + text
+        )
+    return text
+
+
+def banner(dataset: Dataset):
+    """An HTML banner for notebooks saying which data a chapter runs on (loud for the phantom)."""
+    from html import escape
+
+    from IPython.display import HTML
+
+    if dataset.is_phantom:
+        style = "background:#fff3cd;border:2px solid #e0a800;padding:0.8em;border-radius:6px"
+        head = "&#9888; Running on the SYNTHETIC PHANTOM, not on real ultrasound images"
+        body = (
+            "No data folder was given and BUSI_DIR is not set. Every number and figure below describes "
+            "synthetic images; set <code>BUSI_DIR</code> (or the <code>data_dir</code> parameter) to run on BUSI."
+        )
+    else:
+        style = "background:#e8f4fd;border:2px solid #1c7ed6;padding:0.8em;border-radius:6px"
+        head = "Running on real data"
+        body = escape(describe(dataset))
+    return HTML(f'<div style="{style}"><strong>{head}</strong><br>{body}</div>')

@@ -1,0 +1,65 @@
+"""Group-aware, stratified splits.
+
+Every split keeps each duplicate group (see :mod:`busutils.duplicates`) on one side, so no
+near-copy of a test image is ever trained on, and keeps the class balance of each side close
+to the whole.  They are thin wrappers of scikit-learn's ``StratifiedGroupKFold``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+
+def _check(labels: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be one-dimensional, got shape {labels.shape}")
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    if groups.shape != labels.shape:
+        raise ValueError(f"groups has shape {groups.shape}, labels {labels.shape}: they must match")
+    return labels, groups
+
+
+def group_kfold(
+    labels: np.ndarray, groups: np.ndarray | None = None, *, n_splits: int = 5, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n_splits`` (train, test) index pairs, stratified by label and never splitting a group."""
+    labels, groups = _check(labels, groups)
+    if n_splits < 2:
+        raise ValueError(f"n_splits must be at least 2, got {n_splits}")
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise ValueError(f"only {n_groups} groups of images: cannot make {n_splits} folds")
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return [(np.sort(tr), np.sort(te)) for tr, te in splitter.split(np.zeros(len(labels)), labels, groups)]
+
+
+def assign_folds(labels: np.ndarray, groups: np.ndarray | None = None, *, n_splits: int = 5, seed: int = 0) -> np.ndarray:
+    """The test fold (0 … ``n_splits``-1) of every item."""
+    folds = np.full(len(labels), -1, dtype=np.int64)
+    for k, (_, test) in enumerate(group_kfold(labels, groups, n_splits=n_splits, seed=seed)):
+        folds[test] = k
+    return folds
+
+
+def group_train_test_split(
+    labels: np.ndarray, groups: np.ndarray | None = None, *, test_size: float = 0.3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices, stratified, groups kept whole.
+
+    The test part is one fold of ``round(1 / test_size)`` folds, so ``test_size=0.3`` (the
+    paper's 70/30) gives a test part of about a third.
+    """
+    if not 0 < test_size < 1:
+        raise ValueError(f"test_size must be between 0 and 1, got {test_size}")
+    n_splits = max(2, round(1 / test_size))
+    return group_kfold(labels, groups, n_splits=n_splits, seed=seed)[0]
+
+
+def check_disjoint(groups: np.ndarray, first: np.ndarray, second: np.ndarray) -> None:
+    """Raise ``ValueError`` if any duplicate group has members on both sides of a split."""
+    groups = np.asarray(groups)
+    shared = np.intersect1d(groups[np.asarray(first, dtype=int)], groups[np.asarray(second, dtype=int)])
+    if len(shared):
+        raise ValueError(f"{len(shared)} duplicate group(s) on both sides of the split, e.g. group {shared[0]}")
