@@ -63,3 +63,9 @@ def check_disjoint(groups: np.ndarray, first: np.ndarray, second: np.ndarray) ->
     shared = np.intersect1d(groups[np.asarray(first, dtype=int)], groups[np.asarray(second, dtype=int)])
     if len(shared):
         raise ValueError(f"{len(shared)} duplicate group(s) on both sides of the split, e.g. group {shared[0]}")
+
+
+def count_leaks(groups: np.ndarray, train: np.ndarray, test: np.ndarray) -> int:
+    """Test images with a near-duplicate in the training part: what a split by image leaks."""
+    groups = np.asarray(groups)
+    return int(np.isin(groups[np.asarray(test, dtype=int)], groups[np.asarray(train, dtype=int)]).sum())

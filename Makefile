@@ -1,0 +1,40 @@
+# Two commands on a fresh machine with only python3 and make:
+#   make book   install into .venv, execute every chapter with papermill, build the HTML book
+#   make test   install into .venv, run the tests
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= quick
+STAMP := $(VENV)/.installed
+
+.PHONY: install book notebooks html test test-fast bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+notebooks: $(STAMP)
+	$(PY) scripts/execute_book.py --profile $(PROFILE)
+
+html: $(STAMP)
+	$(VENV)/bin/jupyter-book build _build/src --path-output . --warningiserror --keep-going
+	@echo "The book is at _build/html/index.html"
+
+book: notebooks html
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,265 @@
+"""Figures used throughout the book: training curves, confusion matrices, ROC curves,
+image grids and class balance.
+
+Every function draws a titled figure with labelled axes, accepts an existing ``ax`` (or
+``axes``) to draw into, and returns the :class:`~matplotlib.axes.Axes` or
+:class:`~matplotlib.figure.Figure` -- it never calls ``plt.show()``, so the same code works
+in notebooks, scripts and tests.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = ["plot_history", "plot_confusion_matrix", "plot_roc", "show_images", "plot_class_balance"]
+
+_CHANCE_GID = "busutils-chance-line"
+
+
+def _find_key(history: Mapping[str, Sequence[float]], metric: str) -> str | None:
+    """The training key for ``metric``: exact match, else case-insensitive, else a Keras
+    auto-numbered variant such as ``auc_1`` (never a ``val_`` key)."""
+    if metric in history:
+        return metric
+    train_keys = [k for k in history if not k.startswith("val_")]
+    for key in train_keys:
+        if key.lower() == metric.lower():
+            return key
+    numbered = re.compile(rf"{re.escape(metric.lower())}_\d+")
+    for key in train_keys:
+        if numbered.fullmatch(key.lower()):
+            return key
+    return None
+
+
+def plot_history(
+    history: Mapping[str, Sequence[float]],
+    metrics: Sequence[str] = ("loss", "auc"),
+    title: str | None = None,
+    *,
+    best_epoch: int | None = None,
+    axes: Sequence[Axes] | None = None,
+) -> Figure:
+    """Training and validation curves, one panel per metric.
+
+    ``history`` is Keras' ``History.history`` dict (``{"loss": [...], "val_loss": [...],
+    ...}``); a metric's validation curve is the ``"val_<metric>"`` key, drawn when present.
+    Epochs are numbered from 1 on the x axis.  ``best_epoch`` is the 0-based index of the
+    epoch whose weights were kept (e.g. ``int(np.argmin(history["val_loss"]))``, or the one
+    restored by ``EarlyStopping``) and is marked by a dashed vertical line in every panel.
+    """
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    if not metrics:
+        raise ValueError("metrics must name at least one metric")
+    keys = []
+    for metric in metrics:
+        key = _find_key(history, metric)
+        if key is None:
+            raise KeyError(f"metric {metric!r} is not in history; available keys: {sorted(history)}")
+        keys.append(key)
+    n_epochs = max(len(history[k]) for k in keys)
+    if best_epoch is not None and not 0 <= int(best_epoch) < n_epochs:
+        raise ValueError(f"best_epoch must be a 0-based epoch index in [0, {n_epochs - 1}], got {best_epoch}")
+
+    created = axes is None
+    if created:
+        fig, axes_arr = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.5), squeeze=False)
+        axes = list(axes_arr[0])
+    else:
+        axes = list(np.ravel(axes))
+        if len(axes) != len(keys):
+            raise ValueError(f"axes: need {len(keys)} axes (one per metric), got {len(axes)}")
+        fig = axes[0].figure
+
+    for ax, metric, key in zip(axes, metrics, keys):
+        train = np.asarray(history[key], dtype=float)
+        ax.plot(np.arange(1, len(train) + 1), train, marker=".", label="training")
+        val_key = f"val_{key}"
+        if val_key in history:
+            val = np.asarray(history[val_key], dtype=float)
+            ax.plot(np.arange(1, len(val) + 1), val, marker=".", label="validation")
+        if best_epoch is not None:
+            ax.axvline(int(best_epoch) + 1, color="0.4", linestyle="--", linewidth=1,
+                       label=f"best epoch ({int(best_epoch) + 1})")
+        ax.set_title(metric)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend()
+    fig.suptitle(title or "Training history")
+    if created:
+        fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(
+    cm: Any,
+    class_names: Sequence[str],
+    *,
+    normalize: bool = False,
+    title: str = "Confusion matrix",
+    ax: Axes | None = None,
+) -> Axes:
+    """Confusion matrix as a seaborn heatmap (rows = true class, columns = predicted).
+
+    Cells always show the counts.  With ``normalize=True`` colours are row fractions --
+    each row then reads as per-class recall -- and cells show ``"count\\n(xx%)"``.
+    """
+    cm = np.asarray(cm)
+    k = len(class_names)
+    if cm.shape != (k, k):
+        raise ValueError(f"cm must have shape ({k}, {k}) to match class_names; got {cm.shape}")
+    if np.any(cm < 0):
+        raise ValueError("cm must hold non-negative counts")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.2 * k + 2.5, 1.2 * k + 1.5))
+    counts = cm.astype(int) if np.allclose(cm, np.round(cm)) else cm
+    if normalize:
+        row_sums = cm.sum(axis=1, keepdims=True)
+        fractions = np.divide(cm, row_sums, out=np.zeros(cm.shape, dtype=float), where=row_sums > 0)
+        annot = np.array([[f"{c}\n({f:.0%})" for c, f in zip(rc, rf)] for rc, rf in zip(counts, fractions)])
+        sns.heatmap(fractions, annot=annot, fmt="", cmap="Blues", vmin=0, vmax=1, square=True,
+                    xticklabels=class_names, yticklabels=class_names, cbar_kws={"label": "fraction of true class"},
+                    ax=ax)
+    else:
+        sns.heatmap(counts, annot=True, fmt="d" if counts.dtype.kind == "i" else ".2f", cmap="Blues", square=True,
+                    xticklabels=class_names, yticklabels=class_names, cbar_kws={"label": "images"}, ax=ax)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    ax.tick_params(axis="y", labelrotation=0)
+    return ax
+
+
+def plot_roc(
+    fpr: Sequence[float],
+    tpr: Sequence[float],
+    auc: float | None = None,
+    *,
+    label: str | None = None,
+    ax: Axes | None = None,
+    title: str = "ROC curve",
+) -> Axes:
+    """ROC curve with the diagonal chance line.
+
+    Call it again with the same ``ax`` to overlay several runs; the chance line is drawn
+    only once per Axes.  The legend entry is ``label`` followed by ``(AUC = 0.97)`` when
+    ``auc`` is given.
+    """
+    fpr, tpr = np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float)
+    if fpr.shape != tpr.shape or fpr.ndim != 1:
+        raise ValueError(f"fpr and tpr must be 1-D of equal length; got shapes {fpr.shape} and {tpr.shape}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4.5))
+    if not any(line.get_gid() == _CHANCE_GID for line in ax.get_lines()):
+        (chance,) = ax.plot([0, 1], [0, 1], linestyle="--", color="0.6", linewidth=1, label="chance")
+        chance.set_gid(_CHANCE_GID)
+    parts = [label] if label else []
+    if auc is not None and not (isinstance(auc, float) and math.isnan(auc)):
+        parts.append(f"(AUC = {auc:.3f})" if label else f"AUC = {auc:.3f}")
+    ax.plot(fpr, tpr, linewidth=2, label=" ".join(parts) or "ROC")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("false positive rate (1 − specificity)")
+    ax.set_ylabel("true positive rate (sensitivity)")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    return ax
+
+
+def _display_range(img: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Image ready for imshow with fixed limits: uint8 as 0..255, floats in [0, 1] as such,
+    other floats (e.g. standardised) rescaled to their own min..max."""
+    if img.dtype == np.uint8:
+        return img, 0.0, 255.0
+    img = img.astype(np.float64)
+    lo, hi = float(np.nanmin(img)), float(np.nanmax(img))
+    if lo >= 0.0 and hi <= 1.0:
+        return img, 0.0, 1.0
+    if hi > lo:
+        return (img - lo) / (hi - lo), 0.0, 1.0
+    return np.zeros_like(img), 0.0, 1.0
+
+
+def show_images(
+    images: Any,
+    labels: Sequence[Any] | None = None,
+    class_names: Sequence[str] | None = None,
+    *,
+    ncols: int = 6,
+    title: str | None = None,
+    cmap: str = "gray",
+) -> Figure:
+    """Grid of images, each captioned with its label (class name when ``class_names`` is given).
+
+    ``images`` is ``(n, h, w)``, ``(n, h, w, 1)`` or ``(n, h, w, 3)`` (or a list of such
+    images), uint8 or float.  Float images outside [0, 1] are min-max scaled for display only.
+    """
+    images = [np.asarray(im) for im in images]
+    if not images:
+        raise ValueError("images is empty")
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"labels has {len(labels)} entries for {len(images)} images")
+    if ncols < 1:
+        raise ValueError(f"ncols must be >= 1, got {ncols}")
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.0 * ncols, 2.0 * nrows + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        img = images[i]
+        if img.ndim == 3 and img.shape[-1] == 1:
+            img = img[..., 0]
+        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] not in (3, 4)):
+            raise ValueError(f"image {i} has shape {images[i].shape}; expected (h, w), (h, w, 1) or (h, w, 3)")
+        img, vmin, vmax = _display_range(img)
+        ax.imshow(img, cmap=cmap if img.ndim == 2 else None, vmin=vmin, vmax=vmax)
+        if labels is not None:
+            label = labels[i]
+            if class_names is not None and isinstance(label, (int, np.integer)):
+                label = class_names[int(label)]
+            ax.set_title(str(label), fontsize=9)
+    fig.suptitle(title or f"{n} images")
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_balance(
+    counts: Mapping[str, int],
+    *,
+    title: str = "Images per class",
+    ax: Axes | None = None,
+) -> Axes:
+    """Bar chart of images per class, with each count written on its bar."""
+    if not counts:
+        raise ValueError("counts is empty")
+    names = [str(k) for k in counts]
+    values = [int(v) for v in counts.values()]
+    if any(v < 0 for v in values):
+        raise ValueError(f"counts must be non-negative, got {dict(zip(names, values))}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 3.5))
+    colors = sns.color_palette(n_colors=len(names))
+    bars = ax.bar(names, values, color=colors)
+    ax.bar_label(bars, labels=[f"{v}" for v in values], padding=2)
+    ax.set_ylim(0, max(values) * 1.12 + 1)
+    ax.set_xlabel("class")
+    ax.set_ylabel("number of images")
+    ax.set_title(title)
+    return ax

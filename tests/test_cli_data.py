@@ -1,0 +1,61 @@
+"""``python -m busutils data`` and ``split`` on folders written to disk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from busutils.cli import main
+from busutils.phantom import write_busi_layout
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "busi"
+    write_busi_layout(root, {"benign": 12, "malignant": 8, "normal": 5}, size=64, seed=2)
+    (root / "benign" / "benign (99).png").write_bytes(b"broken")
+    return root
+
+
+def test_data_json(folder, capsys):
+    assert main(["data", str(folder), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["layout"] == "busi"
+    assert result["counts"] == {"benign": 12, "malignant": 8, "normal": 5}
+    reasons = {s["file"].split("/")[-1]: s["reason"] for s in result["skipped"]}
+    assert "not an image" in reasons["benign (99).png"]
+    assert sum(r == "segmentation mask" for r in reasons.values()) >= 25
+    assert isinstance(result["duplicate_groups"], list) and isinstance(result["cross_label_groups"], list)
+
+
+def test_data_text(folder, capsys):
+    assert main(["data", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "Layout: busi" in out and "benign: 12" in out and "Near-duplicate groups" in out
+
+
+def test_split_json_assigns_every_file_a_fold(folder, capsys):
+    assert main(["split", str(folder), "--folds", "5", "--seed", "0", "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert len(table["files"]) == 25 and {row["fold"] for row in table["files"]} == set(range(5))
+    by_group = {}
+    for row in table["files"]:
+        by_group.setdefault(row["group"], set()).add(row["fold"])
+    assert all(len(folds) == 1 for folds in by_group.values())
+
+
+def test_unreadable_folder_exits_nonzero_with_a_message(tmp_path):
+    (tmp_path / "stray.txt").write_text("x")
+    for args in (["data", str(tmp_path)], ["split", str(tmp_path)], ["data", str(tmp_path / "absent")]):
+        proc = subprocess.run([sys.executable, "-m", "busutils", *args], capture_output=True, text=True)
+        assert proc.returncode != 0
+        assert "error" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_fold_count(folder, capsys):
+    with pytest.raises(SystemExit):
+        main(["split", str(folder), "--folds", "zero"])
+    assert "not an integer" in capsys.readouterr().err
