@@ -53,9 +53,9 @@ def plot_history(
 
     ``history`` is Keras' ``History.history`` dict (``{"loss": [...], "val_loss": [...],
     ...}``); a metric's validation curve is the ``"val_<metric>"`` key, drawn when present.
-    Epochs are numbered from 1 on the x axis.  ``best_epoch`` is the 0-based index of the
-    epoch whose weights were kept (e.g. ``int(np.argmin(history["val_loss"]))``, or the one
-    restored by ``EarlyStopping``) and is marked by a dashed vertical line in every panel.
+    Epochs are numbered from 1, as Keras prints them.  ``best_epoch`` (1-based, e.g.
+    ``TrainResult.best_epoch``) is the epoch whose weights were kept; a dashed vertical line
+    marks it in every panel.
     """
     if isinstance(metrics, str):
         metrics = (metrics,)
@@ -68,8 +68,8 @@ def plot_history(
             raise KeyError(f"metric {metric!r} is not in history; available keys: {sorted(history)}")
         keys.append(key)
     n_epochs = max(len(history[k]) for k in keys)
-    if best_epoch is not None and not 0 <= int(best_epoch) < n_epochs:
-        raise ValueError(f"best_epoch must be a 0-based epoch index in [0, {n_epochs - 1}], got {best_epoch}")
+    if best_epoch is not None and not 1 <= int(best_epoch) <= n_epochs:
+        raise ValueError(f"best_epoch must be an epoch number in [1, {n_epochs}], got {best_epoch}")
 
     created = axes is None
     if created:
@@ -89,8 +89,8 @@ def plot_history(
             val = np.asarray(history[val_key], dtype=float)
             ax.plot(np.arange(1, len(val) + 1), val, marker=".", label="validation")
         if best_epoch is not None:
-            ax.axvline(int(best_epoch) + 1, color="0.4", linestyle="--", linewidth=1,
-                       label=f"best epoch ({int(best_epoch) + 1})")
+            ax.axvline(int(best_epoch), color="0.4", linestyle="--", linewidth=1,
+                       label=f"best epoch ({int(best_epoch)})")
         ax.set_title(metric)
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)

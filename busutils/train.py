@@ -109,6 +109,7 @@ def fit(
     batch_size: int,
     augmentation: keras.Layer | None = None,
     patience: int = 8,
+    reduce_lr_patience: int | None = None,
     balance_classes: bool = True,
     checkpoint: str | Path | None = None,
     seed: int = 0,
@@ -118,7 +119,8 @@ def fit(
 
     The model ends holding the weights of the best validation epoch (validation AUC for binary
     tasks, validation loss otherwise); they are also saved to ``checkpoint`` (a ``.keras``
-    file) when given.  ``augmentation`` is applied to the training batches only.
+    file) when given.  ``augmentation`` is applied to the training batches only.  With
+    ``reduce_lr_patience``, the learning rate halves after that many epochs without progress.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -134,6 +136,9 @@ def fit(
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
         keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode=mode, save_best_only=True),
     ]
+    if reduce_lr_patience:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
+                                                           patience=reduce_lr_patience, min_lr=1e-5))
     start = time.perf_counter()
     try:
         history = model.fit(

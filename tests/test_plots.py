@@ -34,7 +34,7 @@ def _legend_texts(ax):
 
 
 def test_plot_history_panels_curves_and_best_epoch():
-    fig = plot_history(HISTORY, best_epoch=2, title="Baseline CNN")
+    fig = plot_history(HISTORY, best_epoch=3, title="Baseline CNN")
     assert isinstance(fig, Figure)
     assert fig._suptitle.get_text() == "Baseline CNN"
     loss_ax, auc_ax = fig.axes
@@ -43,7 +43,7 @@ def test_plot_history_panels_curves_and_best_epoch():
     train, val, best = auc_ax.get_lines()
     assert list(train.get_xdata()) == [1, 2, 3, 4]
     assert list(val.get_ydata()) == HISTORY["val_auc_1"]
-    assert list(best.get_xdata()) == [3, 3]  # 0-based index 2 = epoch 3
+    assert list(best.get_xdata()) == [3, 3]
     assert _legend_texts(loss_ax) == ["training", "validation", "best epoch (3)"]
 
 
@@ -54,7 +54,7 @@ def test_plot_history_without_validation_and_errors():
     with pytest.raises(KeyError, match="'accuracy' is not in history"):
         plot_history(HISTORY, metrics=("accuracy",))
     with pytest.raises(ValueError, match="best_epoch"):
-        plot_history(HISTORY, best_epoch=4)
+        plot_history(HISTORY, best_epoch=5)
 
 
 def test_plot_history_into_given_axes():
