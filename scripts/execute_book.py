@@ -53,6 +53,8 @@ def main() -> int:
         shutil.copy2(ROOT / name, out / name)
     shutil.copytree(ROOT / "book", out / "book", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
 
+    # Figures must be captured by the kernel's inline backend, whatever the calling shell set.
+    os.environ.pop("MPLBACKEND", None)
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     notebooks = [f for f in toc_files(toc) if (ROOT / f"{f}.ipynb").exists() or f.endswith(".ipynb")]
     if args.only:
