@@ -147,6 +147,7 @@ def fit(
             epochs=epochs,
             class_weight=weights,
             callbacks=callbacks,
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
             verbose=verbose,
         ).history
     finally:

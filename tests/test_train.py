@@ -1,0 +1,136 @@
+"""Training: reproducibility, class weights, early stopping, pipelines that never augment test data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from busutils.data import phantom_dataset
+from busutils.experiment import split_dataset, train_model
+from busutils.models import WeightsUnavailableError, baseline_cnn, classifier_head, compile_for
+from busutils.profiles import PROFILES, get_profile
+from busutils.splits import check_disjoint
+from busutils.train import class_weights, fit, make_dataset, predict_scores, save_model_atomic, set_seed, to_model_input
+
+
+def tiny_profile(**overrides):
+    return get_profile("quick", **{"image_size": 48, "epochs": 3, "batch_size": 16, "patience": 2, "n_boot": 50,
+                                   "finetune_epochs": 1, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return phantom_dataset(90, image_size=48, seed=5)
+
+
+def test_profiles_hold_the_papers_settings():
+    paper = PROFILES["paper"]
+    assert (paper.image_size, paper.batch_size, paper.epochs, paper.learning_rate) == (224, 20, 50, 1e-3)
+    assert paper.augmentation == "paper" and paper.strict_weights and paper.weights == "imagenet"
+    assert not PROFILES["quick"].strict_weights
+    with pytest.raises(ValueError, match="profile='fast'"):
+        get_profile("fast")
+    with pytest.raises(ValueError, match="unknown profile setting"):
+        get_profile("quick", epoch=3)
+    assert get_profile("quick", epochs=None).epochs == PROFILES["quick"].epochs
+
+
+def test_to_model_input_and_class_weights():
+    x = to_model_input(np.zeros((2, 8, 8), np.uint8))
+    assert x.shape == (2, 8, 8, 3) and x.dtype == np.float32
+    weights = class_weights(np.array([0, 0, 0, 1]), 2)
+    assert weights[1] == pytest.approx(3 * weights[0])
+    with pytest.raises(ValueError, match="only classes"):
+        class_weights(np.zeros(5, int), 2)
+
+
+def test_pipeline_augments_training_batches_only():
+    calls = []
+
+    def spy(images, training):
+        calls.append(training)
+        return images + 1.0
+
+    x = np.zeros((4, 8, 8, 3), np.float32)
+    y = np.array([0, 1, 0, 1])
+    train = next(iter(make_dataset(x, y, batch_size=4, augmentation=spy)))
+    test = next(iter(make_dataset(x, y, batch_size=4)))
+    assert float(train[0].numpy().min()) == 1.0 and float(test[0].numpy().max()) == 0.0
+    np.testing.assert_array_equal(train[1].numpy(), y)
+    assert calls and all(calls)
+
+
+def test_split_is_group_aware_and_complete(tiny_data):
+    split = split_dataset(tiny_data, seed=0)
+    parts = [split.index[k] for k in ("train", "val", "test")]
+    assert sum(map(len, parts)) == len(tiny_data)
+    assert len(np.unique(np.concatenate(parts))) == len(tiny_data)
+    for a in range(3):
+        for b in range(a + 1, 3):
+            check_disjoint(tiny_data.groups, parts[a], parts[b])
+    assert 0.25 < len(split.test) / len(tiny_data) < 0.4
+
+
+def test_same_seed_same_metrics(tiny_data):
+    settings = tiny_profile()
+    split = split_dataset(tiny_data, seed=0)
+    runs = []
+    for _ in range(2):
+        trained = train_model("baseline", split, settings, seed=3, verbose=0)
+        runs.append((trained.result.history, predict_scores(trained.model, to_model_input(split.test.images))))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path):
+    set_seed(0)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(120, 8)).astype(np.float32)
+    labels = (features[:, 0] > 0).astype(int)
+    head = classifier_head((8,), 2, hidden=8, seed=0)
+    compile_for(head, 2, __import__("keras").optimizers.Adam(1e-2))
+    result = fit(head, (features[:80], labels[:80]), (features[80:], labels[80:]), epochs=15, batch_size=16,
+                 patience=3, checkpoint=tmp_path / "best.keras", verbose=0)
+    assert result.monitor == "val_auc"
+    assert result.best_epoch == int(np.argmax(result.history["val_auc"])) + 1
+    assert (tmp_path / "best.keras").is_file()
+    from busutils.evaluate import binary_metrics
+
+    restored = binary_metrics(labels[80:], predict_scores(head, features[80:]))["auc"]
+    assert restored == pytest.approx(max(result.history["val_auc"]), abs=0.02)
+
+
+def test_save_model_atomic_leaves_no_temporary_files(tmp_path):
+    model, _ = baseline_cnn((32, 32, 3), 2, seed=0)
+    path = save_model_atomic(model, tmp_path / "run" / "model.keras")
+    assert path.is_file() and [p.name for p in path.parent.iterdir()] == ["model.keras"]
+
+
+def test_paper_profile_fails_at_once_without_imagenet_weights(tiny_data):
+    split = split_dataset(tiny_data, seed=0)
+    with pytest.raises(WeightsUnavailableError, match="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"):
+        train_model("vgg16-transfer", split, get_profile("paper", image_size=48, epochs=1), verbose=0)
+
+
+def test_quick_profile_goes_on_with_random_weights_and_records_it(tiny_data):
+    from busutils.experiment import make_results
+    from busutils.models import RandomInitWarning
+
+    split = split_dataset(tiny_data, seed=0)
+    with pytest.warns(RandomInitWarning, match="RANDOM INITIALISATION"):
+        trained = train_model("vgg16-transfer", split, tiny_profile(), verbose=0)
+    assert trained.weights_used.startswith("random (imagenet unavailable")
+    results = make_results(trained, tiny_data, split, tiny_profile())
+    assert results["weights"].startswith("random (imagenet unavailable")
+    assert results["test"]["metrics"]["n"] == len(split.test)
+
+
+@pytest.mark.slow
+def test_finetune_trains_block5_and_head_only(tiny_data):
+    split = split_dataset(tiny_data, seed=0)
+    with pytest.warns(Warning):
+        trained = train_model("vgg16-finetune", split, tiny_profile(), verbose=0)
+    trainable = {w.path.split("/")[0] for w in trained.model.trainable_weights}
+    assert {"block5_conv1", "block5_conv2", "block5_conv3"} <= trainable
+    assert not any(name.startswith(("block1", "block2", "block3", "block4")) for name in trainable)
+    assert trained.head_result is not None and trained.result.epochs_run == 1
