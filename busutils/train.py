@@ -110,6 +110,7 @@ def fit(
     augmentation: keras.Layer | None = None,
     patience: int = 8,
     reduce_lr_patience: int | None = None,
+    monitor: str | None = None,
     balance_classes: bool = True,
     checkpoint: str | Path | None = None,
     seed: int = 0,
@@ -121,13 +122,17 @@ def fit(
     tasks, validation loss otherwise); they are also saved to ``checkpoint`` (a ``.keras``
     file) when given.  ``augmentation`` is applied to the training batches only.  With
     ``reduce_lr_patience``, the learning rate halves after that many epochs without progress.
+    ``monitor`` overrides the validation quantity that selects the best epoch (e.g. "val_loss").
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     x_train, y_train = train
     n_classes = max(2, int(model.outputs[0].shape[-1]))
     weights = class_weights(y_train, n_classes) if balance_classes else None
-    monitor, mode = _monitor_for(model)
+    if monitor is None:
+        monitor, mode = _monitor_for(model)
+    else:
+        mode = "min" if monitor.endswith("loss") else "max"
     tmp_dir = None
     if checkpoint is None:
         tmp_dir = tempfile.TemporaryDirectory(prefix="busutils-ckpt-")
