@@ -143,7 +143,7 @@ def train_model(
         model, used = build_model(name, shape, n_classes, learning_rate=settings.learning_rate, seed=seed)
         result = fit(model, (x_train, split.train.labels), (x_val, split.val.labels), epochs=settings.epochs,
                      batch_size=settings.batch_size, augmentation=augmentation, patience=settings.patience,
-                     seed=seed, verbose=verbose)
+                     reduce_lr_patience=settings.reduce_lr_patience, seed=seed, verbose=verbose)
         return Trained(name, model, result, used)
     if name == "vgg16-transfer":
         model, used = build_model(name, shape, n_classes, weights=weights, strict=settings.strict_weights,
@@ -168,7 +168,8 @@ def train_model(
                     layer.set_weights(transfer.get_layer(layer.name).get_weights())
         result = fit(model, (x_train, split.train.labels), (x_val, split.val.labels),
                      epochs=settings.finetune_epochs, batch_size=settings.batch_size, augmentation=augmentation,
-                     patience=settings.patience, seed=seed, verbose=verbose)
+                     patience=settings.patience, reduce_lr_patience=settings.reduce_lr_patience, seed=seed,
+                     verbose=verbose)
         return Trained(name, model, result, used, head_result=head_result)
     raise ValueError(f"unknown model {name!r}; use 'baseline', 'vgg16-transfer' or 'vgg16-finetune'")
 

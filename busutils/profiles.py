@@ -22,6 +22,7 @@ class Profile:
     momentum: float  # SGD momentum for fine-tuning
     finetune_epochs: int
     patience: int  # early-stopping patience, in epochs without a better validation score
+    reduce_lr_patience: int  # halve the learning rate after this many epochs without progress
     augmentation: str  # "paper", "light" or "none" (see busutils.augment)
     weights: str  # "imagenet", a local file, or "none"
     strict_weights: bool  # fail when ImageNet weights are unavailable (True) or go on with random ones
@@ -45,6 +46,7 @@ PROFILES: dict[str, Profile] = {
         momentum=0.9,
         finetune_epochs=50,
         patience=10,
+        reduce_lr_patience=5,
         augmentation="paper",
         weights="imagenet",
         strict_weights=True,
@@ -60,12 +62,13 @@ PROFILES: dict[str, Profile] = {
         name="quick",
         image_size=128,
         batch_size=32,
-        epochs=40,
+        epochs=60,
         learning_rate=1e-3,
         finetune_learning_rate=1e-3,
         momentum=0.9,
         finetune_epochs=6,
-        patience=8,
+        patience=15,
+        reduce_lr_patience=5,
         augmentation="light",
         weights="imagenet",
         strict_weights=False,

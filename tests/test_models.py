@@ -90,7 +90,7 @@ def test_binary_metrics_include_auc():
 
 def test_baseline_is_small():
     model = baseline_cnn((224, 224, 3), 2).model
-    assert model.count_params() < 200_000
+    assert model.count_params() < 500_000
     assert any(isinstance(l, keras.layers.Rescaling) for l in model.layers)
     assert any(isinstance(l, keras.layers.Dropout) for l in model.layers)
 
