@@ -55,6 +55,8 @@ def main() -> int:
 
     # Figures must be captured by the kernel's inline backend, whatever the calling shell set.
     os.environ.pop("MPLBACKEND", None)
+    # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) is noise in a rendered book.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     notebooks = [f for f in toc_files(toc) if (ROOT / f"{f}.ipynb").exists() or f.endswith(".ipynb")]
     if args.only:
