@@ -134,3 +134,48 @@ def test_finetune_trains_block5_and_head_only(tiny_data):
     assert {"block5_conv1", "block5_conv2", "block5_conv3"} <= trainable
     assert not any(name.startswith(("block1", "block2", "block3", "block4")) for name in trainable)
     assert trained.head_result is not None and trained.result.epochs_run == 1
+
+
+def test_cross_validation_tests_every_image_once(tiny_data):
+    from busutils.experiment import cross_validate
+
+    cv = cross_validate("baseline", tiny_data, tiny_profile(epochs=2, n_boot=20), folds=3, seed=0)
+    assert [f["fold"] for f in cv["per_fold"]] == [0, 1, 2]
+    assert sum(f["n_test"] for f in cv["per_fold"]) == len(tiny_data)
+    assert cv["pooled"]["metrics"]["n"] == len(tiny_data)
+    assert set(cv["summary"]) == {"accuracy", "auc", "sensitivity", "specificity"}
+    assert cv["summary"]["auc"]["std"] >= 0
+
+
+def test_three_class_experiment_runs_end_to_end():
+    from busutils.experiment import run_experiment
+
+    data = phantom_dataset(90, task="three-class", image_size=48, seed=2)
+    assert data.class_names == ("normal", "benign", "malignant")
+    trained, results = run_experiment("baseline", data, tiny_profile(epochs=2), seed=0, verbose=0)
+    assert trained.model.outputs[0].shape[-1] == 3 and trained.result.monitor == "val_loss"
+    metrics = results["test"]["metrics"]
+    assert np.array(metrics["confusion_matrix"]).shape == (3, 3)
+    assert 0 <= metrics["sensitivity"] <= 1  # malignant vs rest
+    assert results["test"]["roc"] is None
+
+
+def test_evaluate_run_refuses_data_of_another_task(tmp_path, tiny_data):
+    import json
+
+    from busutils.experiment import evaluate_run
+    from busutils.phantom import write_busi_layout
+
+    model, _ = baseline_cnn((48, 48, 3), 2, seed=0)
+    save_model_atomic(model, tmp_path / "run" / "model.keras")
+    (tmp_path / "run" / "results.json").write_text(json.dumps(
+        {"model": "baseline", "seed": 0, "data": {"task": "benign-malignant", "image_size": 48,
+                                                  "class_names": ["normal", "benign", "malignant"]}}))
+    folder = write_busi_layout(tmp_path / "data", {"benign": 6, "malignant": 4}, size=64, seed=0)
+    with pytest.raises(ValueError, match="differ from the model"):
+        evaluate_run(tmp_path / "run", data=folder)
+    (tmp_path / "run" / "results.json").write_text(json.dumps(
+        {"model": "baseline", "seed": 0, "data": {"task": "benign-malignant", "image_size": 48,
+                                                  "class_names": ["benign", "malignant"]}}))
+    result = evaluate_run(tmp_path / "run", data=folder, n_boot=20)
+    assert result["metrics"]["n"] == 10 and (tmp_path / "run" / "evaluation.json").is_file()
