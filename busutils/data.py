@@ -422,7 +422,8 @@ def banner(dataset: Dataset):
         head = "&#9888; Running on the SYNTHETIC PHANTOM, not on real ultrasound images"
         body = (
             "No data folder was given and BUSI_DIR is not set. Every number and figure below describes "
-            "synthetic images; set <code>BUSI_DIR</code> (or the <code>data_dir</code> parameter) to run on BUSI."
+            "synthetic images; set <code>BUSI_DIR</code> (or the <code>data_dir</code> parameter) to run on BUSI.<br>"
+            + escape(describe(dataset).splitlines()[-1])
         )
     else:
         style = "background:#e8f4fd;border:2px solid #1c7ed6;padding:0.8em;border-radius:6px"
