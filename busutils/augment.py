@@ -229,8 +229,10 @@ def augmentation_grid(
     panels = [("original", img)] + [(f"augmented {i}", a) for i, a in enumerate(augmented, start=1)]
     cols = min(ncols, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(2.6 * cols, 2.6 * rows + (0.4 if title else 0)), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(rows, cols, squeeze=False, layout="constrained",
+                             figsize=(2.6 * cols, 2.6 * rows + (0.4 if title else 0)))
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, (label, panel) in zip(axes.flat, panels):
