@@ -22,7 +22,7 @@ class Profile:
     momentum: float  # SGD momentum for fine-tuning
     finetune_epochs: int
     patience: int  # early-stopping patience, in epochs without a better validation score
-    reduce_lr_patience: int  # halve the learning rate after this many epochs without progress
+    reduce_lr_patience: int  # halve the learning rate after this many epochs without progress (0: never)
     augmentation: str  # "paper", "light" or "none" (see busutils.augment)
     weights: str  # "imagenet", a local file, or "none"
     strict_weights: bool  # fail when ImageNet weights are unavailable (True) or go on with random ones
@@ -46,7 +46,7 @@ PROFILES: dict[str, Profile] = {
         momentum=0.9,
         finetune_epochs=50,
         patience=20,
-        reduce_lr_patience=5,
+        reduce_lr_patience=0,  # the paper kept its learning rate constant
         augmentation="paper",
         weights="imagenet",
         strict_weights=True,
