@@ -9,15 +9,39 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
+import nbformat
 import papermill
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# TensorFlow's C++ start-up log lines (CUDA probing, oneDNN notices) reach a notebook's stderr
+# before any Python setting can silence them; they are noise in a rendered book.
+TF_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+                         r"|[IWE]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\]|To enable the following instructions)")
+
+
+def strip_tf_logs(path: Path) -> None:
+    """Remove TensorFlow's C++ log lines from the stderr outputs of an executed notebook."""
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for output in cell.outputs:
+            if output.output_type == "stream" and output.name == "stderr":
+                lines = [line for line in output.text.splitlines(keepends=True) if not TF_LOG_LINE.match(line)]
+                if not "".join(lines).strip():
+                    continue
+                output.text = "".join(lines)
+            kept.append(output)
+        cell.outputs = kept
+    nbformat.write(notebook, path)
 
 
 def toc_files(toc: dict) -> list[str]:
@@ -55,8 +79,7 @@ def main() -> int:
 
     # Figures must be captured by the kernel's inline backend, whatever the calling shell set.
     os.environ.pop("MPLBACKEND", None)
-    # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) is noise in a rendered book.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     notebooks = [f for f in toc_files(toc) if (ROOT / f"{f}.ipynb").exists() or f.endswith(".ipynb")]
     if args.only:
@@ -74,6 +97,7 @@ def main() -> int:
             progress_bar=False,
             log_output=False,
         )
+        strip_tf_logs(path)
         print(f"  {name}: {time.perf_counter() - start:.0f} s", flush=True)
     return 0
 
