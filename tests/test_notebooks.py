@@ -1,0 +1,69 @@
+"""Every chapter executes on the synthetic phantom (CI's `make book` runs them on BUSI when it can).
+
+The kernel runs in its own process, outside the socket guard of conftest: the chapters are given
+``weights="none"`` so that no download of ImageNet weights is even attempted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+papermill = pytest.importorskip("papermill")
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory):
+    target = tmp_path_factory.mktemp("book")
+    shutil.copytree(ROOT / "book", target / "book")
+    return target / "book"
+
+
+def _run(book: Path, name: str, monkeypatch, **parameters) -> dict:
+    monkeypatch.delenv("BUSI_DIR", raising=False)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    path = book / f"{name}.ipynb"
+    papermill.execute_notebook(str(path), str(path), parameters={"profile": "quick", **parameters},
+                               cwd=str(book), kernel_name="python3", progress_bar=False)
+    return json.loads(path.read_text())
+
+
+def _outputs(notebook: dict) -> str:
+    texts = []
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            texts.append("".join(output.get("text", "")))
+            texts.append("".join(output.get("data", {}).get("text/html", "")))
+    return "\n".join(texts)
+
+
+def _figures(notebook: dict) -> int:
+    return sum("image/png" in o.get("data", {}) for c in notebook["cells"] for o in c.get("outputs", []))
+
+
+@pytest.mark.slow
+def test_data_tour_runs_on_the_phantom(book, monkeypatch):
+    notebook = _run(book, "01_data_tour", monkeypatch)
+    text = _outputs(notebook)
+    assert "SYNTHETIC PHANTOM" in text and "look-alikes" in text
+    assert _figures(notebook) >= 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, key", [
+    ("02_baseline_cnn", "baseline"),
+    ("03_vgg16_transfer", "vgg16-transfer"),
+    ("04_vgg16_finetune", "vgg16-finetune"),
+])
+def test_model_chapters_run_on_the_phantom(book, monkeypatch, name, key):
+    notebook = _run(book, name, monkeypatch, epochs=2, weights="none")
+    assert "SYNTHETIC PHANTOM" in _outputs(notebook)
+    assert _figures(notebook) >= 2  # learning curves, confusion matrix and ROC
+    results = json.loads((book / "results" / f"{key}.json").read_text())
+    assert results["data"]["is_phantom"] and results["model"] == key
+    assert results["profile"]["epochs"] == 2
+    assert results["weights"] in ("random", "random (trained from scratch)")
