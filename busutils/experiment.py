@@ -22,7 +22,7 @@ from .evaluate import classification_metrics, evaluate_predictions
 from .models import build_model, classifier_head, compile_for, count_params, feature_extractor
 from .profiles import Profile, as_dict, get_profile
 from .results import Timer, environment_info, read_json, write_json_atomic
-from .splits import check_disjoint, group_kfold, group_train_test_split
+from .splits import check_disjoint, count_leaks, group_kfold, group_train_test_split
 from .train import TrainResult, extract_features, fit, predict_scores, save_model_atomic, set_seed, to_model_input
 
 MODEL_FILE = "model.keras"
@@ -50,8 +50,17 @@ def split_dataset(
     """Hold out a test part, then carve a validation part from the rest, both by duplicate group.
 
     ``test_index`` fixes the test part (e.g. one cross-validation fold) instead of drawing it.
+    A data set that comes with its own test part (a ``test/`` folder, BreastMNIST's test
+    split) keeps it, with a warning if near-duplicates of its images are in the other parts.
     """
     groups = dataset.groups
+    given = test_index is None and dataset.subsets is not None and bool((dataset.subsets == "test").any())
+    if given:
+        test_index = np.flatnonzero(dataset.subsets == "test")
+        leaks = count_leaks(groups, np.flatnonzero(dataset.subsets != "test"), test_index)
+        if leaks:
+            warnings.warn(f"{dataset.source}: the data set's own test part has {leaks} image(s) with a "
+                          "near-duplicate outside it; its test scores will be optimistic", stacklevel=2)
     if test_index is None:
         rest, test = group_train_test_split(dataset.labels, groups, test_size=test_size, seed=seed)
     else:
@@ -59,8 +68,10 @@ def split_dataset(
         rest = np.setdiff1d(np.arange(len(dataset)), test)
     inner_train, inner_val = group_train_test_split(dataset.labels[rest], groups[rest], test_size=val_size, seed=seed + 1)
     train, val = rest[inner_train], rest[inner_val]
-    for a, b in ((train, val), (train, test), (val, test)):
-        check_disjoint(groups, a, b)
+    check_disjoint(groups, train, val)
+    if not given:  # a test part that came with the data is kept as it is, leaks and all (warned above)
+        check_disjoint(groups, train, test)
+        check_disjoint(groups, val, test)
     index = {"train": train, "val": val, "test": test}
     return Split(dataset.take(train), dataset.take(val), dataset.take(test), index)
 

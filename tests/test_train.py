@@ -179,3 +179,22 @@ def test_evaluate_run_refuses_data_of_another_task(tmp_path, tiny_data):
                                                   "class_names": ["benign", "malignant"]}}))
     result = evaluate_run(tmp_path / "run", data=folder, n_boot=20)
     assert result["metrics"]["n"] == 10 and (tmp_path / "run" / "evaluation.json").is_file()
+
+
+def test_a_test_part_that_comes_with_the_data_is_kept(tmp_path):
+    from busutils.data import load_folder
+    from busutils.phantom import make_phantom
+    from PIL import Image
+
+    images, names, _ = make_phantom(40, size=64, seed=9)
+    for i, (image, name) in enumerate(zip(images, names)):
+        part = "test" if i < 12 else "train"
+        folder = tmp_path / part / str(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    Image.fromarray(images[0]).save(tmp_path / "train" / str(names[0]) / "copy_of_0.png")  # a leak
+    data = load_folder(tmp_path, image_size=48)
+    with pytest.warns(UserWarning, match="own test part has 1 image"):
+        split = split_dataset(data, seed=0)
+    assert sorted(split.test.ids) == sorted(i for i in data.ids if i.startswith("test/"))
+    check_disjoint(data.groups, split.index["train"], split.index["val"])
