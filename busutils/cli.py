@@ -1,4 +1,4 @@
-"""The command line: ``python -m busutils {data,split,train,evaluate} ...``.
+"""The command line: ``python -m busutils {data,split,fetch,train,evaluate} ...``.
 
 Every sub-command explains its options with ``--help`` and turns bad input into a one-line
 error and a non-zero exit status, never a traceback.
@@ -51,6 +51,14 @@ def _cmd_split(args: argparse.Namespace) -> int:
     else:
         for row in table["files"]:
             print(f"{row['fold']}\t{row['class']}\t{row['file']}")
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from .download import fetch_dataset
+
+    path = fetch_dataset(args.name, cache_dir=args.cache_dir, sha256=args.sha256)
+    print(path)
     return 0
 
 
@@ -115,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--max-distance", type=int, default=None, help="near-duplicate hash distance in bits (default: the package default)")
     split.set_defaults(func=_cmd_split)
 
+    fetch = sub.add_parser("fetch", help="download a public data set (checksum checked)", description="Download a data set listed in the package's manifest (busi, breastmnist, breastmnist_224), check its checksum, unpack it once, and print the path to pass as --data or BUSI_DIR. Offline, it says where to put the file by hand.")
+    fetch.add_argument("name", help="data set name from the manifest, e.g. busi or breastmnist")
+    fetch.add_argument("--cache-dir", type=Path, default=None, help="where to keep downloads (default: $BUSUTILS_CACHE or ~/.cache/busutils)")
+    fetch.add_argument("--sha256", default=None, help="expected sha256, overriding the manifest's")
+    fetch.set_defaults(func=_cmd_fetch)
+
     train = sub.add_parser("train", help="train a model and save it with its results", description="Train one of the paper's three models on a data folder, evaluate it on a group-aware held-out test part, and save the model and a results JSON in the run folder.")
     train.add_argument("--data", type=_existing_path, default=None, help="data folder or .npz (default: $BUSI_DIR, else the synthetic phantom)")
     train.add_argument("--model", required=True, choices=["baseline", "vgg16-transfer", "vgg16-finetune"], help="which model to train")
@@ -146,6 +160,6 @@ def main(argv: list[str] | None = None) -> int:
         args.max_distance = MAX_DISTANCE
     try:
         return args.func(args)
-    except (DataError, ImageError, ValueError, FileNotFoundError, RuntimeError) as error:
+    except (DataError, ImageError, ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -59,3 +59,28 @@ def test_bad_fold_count(folder, capsys):
     with pytest.raises(SystemExit):
         main(["split", str(folder), "--folds", "zero"])
     assert "not an integer" in capsys.readouterr().err
+
+
+def test_fetch_offline_says_how_to_place_the_file_by_hand(tmp_path, capsys):
+    # The conftest refuses every connection, as a machine without network would.
+    assert main(["fetch", "breastmnist", "--cache-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and str(tmp_path) in err and "breastmnist.npz" in err
+
+
+def test_fetch_reuses_a_verified_file_put_in_place_by_hand(tmp_path, capsys, monkeypatch):
+    import hashlib
+
+    from busutils import download
+
+    payload = tmp_path / "payload.npz"
+    payload.write_bytes(b"not really an npz, but the checksum is what is checked")
+    digest = hashlib.sha256(payload.read_bytes()).hexdigest()
+    manifest = {"toy": {"name": "toy", "url": "https://example.invalid/toy.npz", "mirrors": [], "filename": "toy.npz",
+                        "sha256": digest, "md5": None, "archive": None, "licence": "CC0", "citation": "-"}}
+    monkeypatch.setattr(download, "load_manifest", lambda: manifest)
+    cache = tmp_path / "cache"
+    (cache / "toy").mkdir(parents=True)
+    (cache / "toy" / "toy.npz").write_bytes(payload.read_bytes())
+    assert main(["fetch", "toy", "--cache-dir", str(cache)]) == 0
+    assert capsys.readouterr().out.strip() == str(cache / "toy" / "toy.npz")
