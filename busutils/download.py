@@ -39,7 +39,7 @@ import zipfile
 import zlib
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO
 
 __all__ = [

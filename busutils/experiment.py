@@ -7,7 +7,6 @@ Every split is group-aware: near-duplicates never straddle training, validation 
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
