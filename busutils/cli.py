@@ -75,6 +75,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         weights=args.weights,
         epochs=args.epochs,
         folds=args.folds,
+        verbose=1 if sys.stdout.isatty() else 2,  # Keras' progress bar in a terminal, a line per epoch in logs
     )
     metrics = result["test"]["metrics"]
     print(f"{args.model}: test AUC {metrics['auc']:.3f}, accuracy {metrics['accuracy']:.3f} (n={metrics['n']})")
