@@ -20,7 +20,6 @@ backends.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -29,6 +28,8 @@ from typing import NamedTuple, Sequence
 import keras
 import numpy as np
 from keras import layers, ops
+
+from .download import file_hash
 
 __all__ = [
     "Built",
@@ -141,14 +142,6 @@ def _output_layer(n_classes: int, seed: int | None, name: str = "output") -> lay
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
         name=name,
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def imagenet_cache_path() -> Path:
@@ -350,7 +343,7 @@ def vgg16_base(
                 f"VGG16 weights file not found: {path} "
                 f"(expected a VGG16 notop weights file such as {VGG16_NOTOP_FILE})"
             )
-        source, used = str(path), f"file:{path.resolve()} (sha256 {_sha256(path)[:12]})"
+        source, used = str(path), f"file:{path.resolve()} (sha256 {file_hash(path)[:12]})"
 
     inputs = keras.Input(shape=shape, name="image")
     x = VGG16Preprocess(name="vgg16_preprocess")(inputs)
@@ -502,14 +495,19 @@ def feature_extractor(
     Works on :func:`vgg16_base` and on the full transfer / fine-tune models.  Use it to
     precompute bottleneck features once (``extractor.predict(images)``) and train
     :func:`classifier_head` on them.  ``pooling="avg"`` returns pooled ``(n, c)`` features
-    (smaller to store; the head's weights are the same either way).
+    (smaller to store; the head's weights are the same either way).  The extractor holds
+    a frozen copy of the weights, so ``model`` itself is left as it was.
     """
     x = model.get_layer(layer).output
     if pooling == "avg":
         x = layers.GlobalAveragePooling2D(name="features_gap")(x)
     elif pooling is not None:
         raise ValueError(f"pooling must be None or 'avg', got {pooling!r}")
-    extractor = keras.Model(model.input, x, name=f"features_{layer}")
+    shared = keras.Model(model.input, x, name=f"features_{layer}")
+    # A copy, frozen: freezing ``shared`` itself would also freeze those layers in ``model``
+    # (e.g. block 5 of a fine-tune model).
+    extractor = keras.models.clone_model(shared)
+    extractor.set_weights(shared.get_weights())
     extractor.trainable = False
     return extractor
 

@@ -355,3 +355,14 @@ def test_models_train_on_jax_backend(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "JAX OK" in result.stdout
+
+
+def test_feature_extractor_leaves_the_fine_tune_model_trainable():
+    model = vgg16_finetune((32, 32, 3), 2, weights=None, seed=0).model
+    before = _trainable_paths(model)
+    extractor = feature_extractor(model)
+    assert not extractor.trainable_weights
+    assert _trainable_paths(model) == before == BLOCK5_WEIGHTS | HEAD_WEIGHTS
+    x = _images(2, 32)
+    front, _ = split_at(model, "block5_pool")
+    np.testing.assert_allclose(extractor.predict(x, verbose=0), front.predict(x, verbose=0), rtol=1e-5)
