@@ -374,29 +374,34 @@ def _inside(archive: Path, root: Path, parts: tuple[str, ...]) -> Path:
     return target
 
 
+def _write_members(archive: Path, root: Path, budget: _Budget, plan: list, open_member) -> None:
+    """Write the checked members of ``plan`` (``(name, parts, is_dir, size, member)``) under ``root``."""
+    budget.bytes = 0  # from here on, count bytes actually written
+    for name, parts, is_dir, size, member in plan:
+        if not parts:
+            continue
+        target = _inside(archive, root, parts)
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open_member(member) as source:
+            budget.copy(source, target, name, size)
+
+
 def _extract_zip(archive: Path, root: Path, budget: _Budget) -> None:
     with zipfile.ZipFile(archive) as zf:
-        infos = zf.infolist()
         plan = []
-        for info in infos:  # check everything before writing anything
+        for info in zf.infolist():  # check everything before writing anything
             parts = _member_parts(archive, info.filename)
             mode = info.external_attr >> 16  # Unix mode, 0 for archives made on Windows
             if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise UnsafeArchiveError(
                     f"{archive}: member {info.filename!r} is a link or special file")
-            budget.add_member(info.filename, 0 if info.is_dir() else info.file_size)
-            plan.append((info, parts))
-        budget.bytes = 0  # from here on, count bytes actually written
-        for info, parts in plan:
-            if not parts:
-                continue
-            target = _inside(archive, root, parts)
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as source:
-                budget.copy(source, target, info.filename, info.file_size)
+            size = 0 if info.is_dir() else info.file_size
+            budget.add_member(info.filename, size)
+            plan.append((info.filename, parts, info.is_dir(), size, info))
+        _write_members(archive, root, budget, plan, zf.open)
 
 
 def _extract_tar(archive: Path, root: Path, budget: _Budget) -> None:
@@ -413,21 +418,10 @@ def _extract_tar(archive: Path, root: Path, budget: _Budget) -> None:
                     data_filter(member, str(root))
                 except tarfile.FilterError as error:
                     raise UnsafeArchiveError(f"{archive}: member {member.name!r}: {error}") from error
-            budget.add_member(member.name, member.size if member.isfile() else 0)
-            plan.append((member, parts))
-        budget.bytes = 0
-        for member, parts in plan:
-            if not parts:
-                continue
-            target = _inside(archive, root, parts)
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = tf.extractfile(member)
-            assert source is not None  # regular files always have data
-            with source:
-                budget.copy(source, target, member.name, member.size)
+            size = member.size if member.isfile() else 0
+            budget.add_member(member.name, size)
+            plan.append((member.name, parts, member.isdir(), size, member))
+        _write_members(archive, root, budget, plan, tf.extractfile)
 
 
 def safe_extract(
@@ -480,7 +474,7 @@ def safe_extract(
             raise UnsafeArchiveError(
                 f"{archive}: member {budget.current!r} clashes with an earlier member") from error
         except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError,
-                NotImplementedError, RuntimeError) as error:  # bad CRC, truncated, encrypted...
+                NotImplementedError, RuntimeError) as error:  # a bad CRC, a truncated or encrypted member
             detail = str(error)[:200]  # zipfile may quote whole headers
             raise UnsafeArchiveError(f"{archive} is damaged or unsupported "
                                      f"(at member {budget.current!r}): {detail}") from error
