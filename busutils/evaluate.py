@@ -127,6 +127,19 @@ def _check_threshold(threshold: float) -> float:
     return threshold
 
 
+def _check_rows(p: np.ndarray, k: int, name: str) -> np.ndarray:
+    """``p`` as ``(n, k)`` probabilities whose rows sum to 1 (softmax output), renormalised."""
+    if p.ndim != 2 or p.shape[1] != k:
+        raise ValueError(f"{name} for {k} classes must have shape (n, {k}); got {p.shape}")
+    sums = p.sum(axis=1)
+    if not np.allclose(sums, 1.0, atol=1e-3):
+        raise ValueError(
+            f"{name} rows must be probabilities summing to 1 (softmax output); "
+            f"row sums range over [{sums.min():.4g}, {sums.max():.4g}]"
+        )
+    return p / sums[:, None]
+
+
 def _prepare(y_true: Any, y_score: Any, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Validate inputs; return labels, scores (1-D if binary, 2-D otherwise) and names."""
     names = _check_class_names(class_names)
@@ -150,15 +163,7 @@ def _prepare(y_true: Any, y_score: Any, class_names: Sequence[str]) -> tuple[np.
                 stacklevel=3,
             )
     else:
-        if s.ndim != 2 or s.shape[1] != k:
-            raise ValueError(f"y_score for {k} classes must have shape (n, {k}); got {s.shape}")
-        sums = s.sum(axis=1)
-        if not np.allclose(sums, 1.0, atol=1e-3):
-            raise ValueError(
-                "y_score rows must be probabilities summing to 1 (softmax output); "
-                f"row sums range over [{sums.min():.4g}, {sums.max():.4g}]"
-            )
-        s = s / sums[:, None]
+        s = _check_rows(s, k, "y_score")
     return y, s, names
 
 
@@ -224,13 +229,7 @@ def multiclass_metrics(y_true: Any, y_prob: Any, class_names: Sequence[str]) -> 
     names = _check_class_names(class_names)
     k = len(names)
     y = _check_labels(y_true, k, names)
-    p = _check_probabilities(y_prob, len(y), name="y_prob")
-    if p.ndim != 2 or p.shape[1] != k:
-        raise ValueError(f"y_prob for {k} classes must have shape (n, {k}); got {p.shape}")
-    sums = p.sum(axis=1)
-    if not np.allclose(sums, 1.0, atol=1e-3):
-        raise ValueError(f"y_prob rows must sum to 1; row sums range over [{sums.min():.4g}, {sums.max():.4g}]")
-    p = p / sums[:, None]
+    p = _check_rows(_check_probabilities(y_prob, len(y), name="y_prob"), k, "y_prob")
     labels = list(range(k))
     y_pred = p.argmax(axis=1)
     present = np.bincount(y, minlength=k) > 0
@@ -385,22 +384,22 @@ def _group_index(groups: Any, n: int) -> tuple[np.ndarray, int]:
 
 
 def _bootstrap(
-    y_true: Any,
-    y_score: Any,
-    class_names: Sequence[str],
+    y: np.ndarray,
+    s: np.ndarray,
+    names: list[str],
     *,
     n_boot: int,
     alpha: float,
     seed: int,
     groups: Any,
     threshold: float,
-) -> tuple[dict[str, tuple[float, float]], int]:
-    """Bootstrap CIs and the number of usable resamples."""
+) -> tuple[dict[str, tuple[float, float]], int, int]:
+    """Bootstrap CIs, the number of usable resamples and of resampled units, from inputs
+    already checked by :func:`_prepare`."""
     if int(n_boot) != n_boot or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot}")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    y, s, names = _prepare(y_true, y_score, class_names)
     threshold = _check_threshold(threshold)
     k, n = len(names), len(y)
     group_index, n_groups = _group_index(groups, n)
@@ -436,7 +435,7 @@ def _bootstrap(
         values = np.concatenate(collected[key])
         lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
         ci[key] = (float(lo), float(hi))
-    return ci, n_valid
+    return ci, n_valid, n_groups
 
 
 def bootstrap_ci(
@@ -462,9 +461,8 @@ def bootstrap_ci(
     Returns ``{metric: (low, high)}`` for the scalar metrics of
     :func:`classification_metrics` (``(nan, nan)`` if no resample was usable).
     """
-    ci, _ = _bootstrap(
-        y_true, y_score, class_names, n_boot=n_boot, alpha=alpha, seed=seed, groups=groups, threshold=threshold
-    )
+    y, s, names = _prepare(y_true, y_score, class_names)
+    ci, _, _ = _bootstrap(y, s, names, n_boot=n_boot, alpha=alpha, seed=seed, groups=groups, threshold=threshold)
     return ci
 
 
@@ -493,8 +491,8 @@ def evaluate_predictions(
     ``1 - alpha`` intervals (95 % by default).
     """
     y, s, names = _prepare(y_true, y_score, class_names)
-    metrics = classification_metrics(y, s, names, threshold=threshold)
-    ci, n_valid = _bootstrap(
+    metrics = binary_metrics(y, s, threshold=threshold) if len(names) == 2 else multiclass_metrics(y, s, names)
+    ci, n_valid, n_units = _bootstrap(
         y, s, names, n_boot=n_boot, alpha=alpha, seed=seed, groups=groups, threshold=threshold
     )
     roc = None
@@ -513,7 +511,7 @@ def evaluate_predictions(
                 "alpha": alpha,
                 "seed": seed,
                 "unit": "image" if groups is None else "group",
-                "n_units": len(y) if groups is None else _group_index(groups, len(y))[1],
+                "n_units": n_units,
             },
         }
     )
