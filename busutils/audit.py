@@ -21,9 +21,7 @@ from .splits import assign_folds
 def _load_all(root: str | Path, image_size: int) -> tuple[Dataset, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImageWarning)
-        dataset = load_dataset(root, task=None, image_size=image_size) if Path(root).is_dir() else load_dataset(
-            root, task="breastmnist", image_size=image_size
-        )
+        dataset = load_dataset(root, task=None, image_size=image_size)
     notes = sorted({str(w.message) for w in caught if not str(w.message).startswith("skipped ")})
     return dataset, notes
 

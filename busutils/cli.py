@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .data import DataError
+from .duplicates import MAX_DISTANCE
 from .images import ImageError
 
 
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="audit a data folder", description="Audit a data folder: layout, counts per class, skipped files, near-duplicate and cross-label groups.")
     data.add_argument("dir", type=_existing_path, help="data folder (BUSI layout or one folder per class) or BreastMNIST .npz")
     data.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    data.add_argument("--max-distance", type=int, default=None, help="perceptual-hash distance (bits) under which two images count as near-duplicates (default: %(default)s = the package default)")
+    data.add_argument("--max-distance", type=int, default=MAX_DISTANCE, help="perceptual-hash distance (bits) up to which two images count as near-duplicates (default: %(default)s)")
     data.set_defaults(func=_cmd_data)
 
     split = sub.add_parser("split", help="assign each file a cross-validation fold", description="Assign every image a fold for group-aware stratified k-fold cross-validation; near-duplicates always share a fold.")
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--folds", type=_positive_int, default=5, help="number of folds (default: %(default)s)")
     split.add_argument("--seed", type=int, default=0, help="random seed of the fold assignment (default: %(default)s)")
     split.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    split.add_argument("--max-distance", type=int, default=None, help="near-duplicate hash distance in bits (default: the package default)")
+    split.add_argument("--max-distance", type=int, default=MAX_DISTANCE, help="near-duplicate hash distance in bits (default: %(default)s)")
     split.set_defaults(func=_cmd_split)
 
     fetch = sub.add_parser("fetch", help="download a public data set (checksum checked)", description="Download a data set listed in the package's manifest (busi, breastmnist, breastmnist_224), check its checksum, unpack it once, and print the path to pass as --data or BUSI_DIR. Offline, it says where to put the file by hand.")
@@ -155,10 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "max_distance", None) is None and hasattr(args, "max_distance"):
-        from .duplicates import MAX_DISTANCE
-
-        args.max_distance = MAX_DISTANCE
     try:
         return args.func(args)
     except (DataError, ImageError, ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:

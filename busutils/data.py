@@ -106,6 +106,7 @@ class Dataset:
     skipped: list[Skipped] = field(default_factory=list)
     is_phantom: bool = False
     group_ids: np.ndarray | None = None
+    hash_values: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -115,12 +116,21 @@ class Dataset:
         return int(self.images.shape[1])
 
     @property
+    def hashes(self) -> np.ndarray:
+        """Perceptual hash of every image (computed once, on first use)."""
+        if self.hash_values is None:
+            from .duplicates import perceptual_hashes
+
+            self.hash_values = perceptual_hashes(self.images)
+        return self.hash_values
+
+    @property
     def groups(self) -> np.ndarray:
         """Near-duplicate group of every image (computed once, on first use)."""
         if self.group_ids is None:
-            from .duplicates import duplicate_groups
+            from .duplicates import groups_from_hashes
 
-            self.group_ids = duplicate_groups(self.images)
+            self.group_ids = groups_from_hashes(self.hashes)
         return self.group_ids
 
     def counts(self) -> dict[str, int]:
@@ -142,6 +152,7 @@ class Dataset:
             skipped=[],
             is_phantom=self.is_phantom,
             group_ids=None if self.group_ids is None else self.group_ids[index],
+            hash_values=None if self.hash_values is None else self.hash_values[index],
         )
 
 
@@ -274,11 +285,7 @@ def load_folder(
         if source_class not in spec.mapping:
             continue
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", ImageWarning)
-                grey = read_image(path, image_size)
-            for w in caught:
-                warnings.warn(str(w.message), ImageWarning, stacklevel=2)
+            grey = read_image(path, image_size)
         except ImageError as error:
             warnings.warn(f"skipped {error}", ImageWarning, stacklevel=2)
             skipped.append(Skipped(str(path), str(error).removeprefix(f"{path}: ")))
@@ -384,18 +391,19 @@ def phantom_dataset(
 def load_dataset(
     path: str | Path | None = None,
     *,
-    task: str = "benign-malignant",
+    task: str | None = "benign-malignant",
     image_size: int = 224,
     phantom_n: int = 400,
     phantom_difficulty: float = 0.5,
     seed: int = 0,
 ) -> Dataset:
-    """Load the data a chapter runs on: ``path``, else ``$BUSI_DIR``, else the synthetic phantom."""
+    """Load the data a chapter runs on: ``path``, else ``$BUSI_DIR``, else the synthetic phantom.
+
+    ``task=None`` keeps every class folder of a real data set (see :func:`load_folder`).
+    """
     root = _resolve_root(path)
     if root is None:
         return phantom_dataset(phantom_n, task=task, image_size=image_size, difficulty=phantom_difficulty, seed=seed)
-    if root.is_file() and root.suffix.lower() == ".npz":
-        return load_breastmnist(root, image_size=image_size, task=task)
     return load_folder(root, task=task, image_size=image_size)
 
 

@@ -30,11 +30,9 @@ def perceptual_hashes(images: np.ndarray) -> np.ndarray:
         images = images.mean(axis=-1).astype(np.uint8)
     if images.ndim != 3:
         raise ValueError(f"images must have shape (n, h, w) or (n, h, w, c), got {images.shape}")
-    hashes = np.empty(len(images), dtype=np.uint64)
-    for i, image in enumerate(images):
-        bits = imagehash.phash(Image.fromarray(image), hash_size=HASH_SIZE).hash.reshape(-1)
-        hashes[i] = np.uint64(int("".join("1" if b else "0" for b in bits), 2))
-    return hashes
+    bits = np.stack([imagehash.phash(Image.fromarray(image), hash_size=HASH_SIZE).hash.reshape(-1)
+                     for image in images])
+    return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
 
 
 def hamming_distances(hashes: np.ndarray) -> np.ndarray:
@@ -55,7 +53,11 @@ def near_duplicate_pairs(hashes: np.ndarray, max_distance: int = MAX_DISTANCE) -
 
 def duplicate_groups(images: np.ndarray, max_distance: int = MAX_DISTANCE) -> np.ndarray:
     """A group number for every image: near-duplicates share a number, others have their own."""
-    hashes = perceptual_hashes(images)
+    return groups_from_hashes(perceptual_hashes(images), max_distance)
+
+
+def groups_from_hashes(hashes: np.ndarray, max_distance: int = MAX_DISTANCE) -> np.ndarray:
+    """Duplicate groups from perceptual hashes already computed (see :func:`duplicate_groups`)."""
     n = len(hashes)
     pairs = near_duplicate_pairs(hashes, max_distance)
     rows = [a for a, _, _ in pairs]
