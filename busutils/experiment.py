@@ -18,7 +18,7 @@ from . import __version__
 from .augment import make_augmentation
 from .data import Dataset, load_dataset
 from .evaluate import classification_metrics, evaluate_predictions
-from .models import build_model, classifier_head, compile_for, count_params, feature_extractor
+from .models import MODEL_NAMES, build_model, classifier_head, compile_for, count_params, feature_extractor
 from .profiles import Profile, as_dict, get_profile
 from .results import Timer, environment_info, read_json, write_json_atomic
 from .splits import check_disjoint, count_leaks, group_kfold, group_train_test_split
@@ -140,48 +140,35 @@ def train_model(
 
     * baseline: the small CNN, trained on augmented images with Adam;
     * vgg16-transfer: VGG16 features computed once for every image, a small classifier on top;
-    * vgg16-finetune: the transfer model's classifier first, then block 5 and the classifier
-      trained together by SGD on augmented images, all else frozen.
+    * vgg16-finetune: the classifier first, on the same bottleneck features, then block 5 and
+      the classifier trained together by SGD on augmented images, all else frozen.
     """
+    if name not in ("baseline", "vgg16-transfer", "vgg16-finetune"):
+        raise ValueError(f"unknown model {name!r}; use 'baseline', 'vgg16-transfer' or 'vgg16-finetune'")
     set_seed(seed)
     n_classes = len(split.train.class_names)
     shape = (settings.image_size, settings.image_size, 3)
     weights = _weights_arg(settings.weights if weights is None else weights)
-    x_train, x_val = to_model_input(split.train.images), to_model_input(split.val.images)
-    augmentation = make_augmentation(settings.augmentation, seed=seed)
     if name == "baseline":
         model, used = build_model(name, shape, n_classes, learning_rate=settings.learning_rate, seed=seed)
-        result = fit(model, (x_train, split.train.labels), (x_val, split.val.labels), epochs=settings.epochs,
-                     batch_size=settings.batch_size, augmentation=augmentation, patience=settings.patience,
-                     reduce_lr_patience=settings.reduce_lr_patience, seed=seed, verbose=verbose)
-        return Trained(name, model, result, used)
-    if name == "vgg16-transfer":
+        head_result, epochs = None, settings.epochs
+    else:
+        options = {"learning_rate": settings.learning_rate} if name == "vgg16-transfer" else {
+            "learning_rate": settings.finetune_learning_rate, "momentum": settings.momentum}
         model, used = build_model(name, shape, n_classes, weights=weights, strict=settings.strict_weights,
-                                  learning_rate=settings.learning_rate, seed=seed)
-        head, result = _head_on_features(model, split, settings, n_classes, seed, verbose)
+                                  seed=seed, **options)
+        head, head_result = _head_on_features(model, split, settings, n_classes, seed, verbose)
         model.get_layer("head").set_weights(head.get_weights())
-        return Trained(name, model, result, used)
-    if name == "vgg16-finetune":
-        transfer, used = build_model("vgg16-transfer", shape, n_classes, weights=weights,
-                                     strict=settings.strict_weights, seed=seed)
-        head, head_result = _head_on_features(transfer, split, settings, n_classes, seed, verbose)
-        set_seed(seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the random-initialisation warning was already shown once
-            model, _ = build_model(name, shape, n_classes, weights=weights, strict=settings.strict_weights,
-                                   learning_rate=settings.finetune_learning_rate, momentum=settings.momentum,
-                                   seed=seed, head_weights=head)
-        if used.startswith("random"):
-            # Same random VGG16 as the transfer model, so that the head matches its features.
-            for layer in model.layers:
-                if layer.name.startswith("block"):
-                    layer.set_weights(transfer.get_layer(layer.name).get_weights())
-        result = fit(model, (x_train, split.train.labels), (x_val, split.val.labels),
-                     epochs=settings.finetune_epochs, batch_size=settings.batch_size, augmentation=augmentation,
-                     patience=settings.patience, reduce_lr_patience=settings.reduce_lr_patience, seed=seed,
-                     verbose=verbose)
-        return Trained(name, model, result, used, head_result=head_result)
-    raise ValueError(f"unknown model {name!r}; use 'baseline', 'vgg16-transfer' or 'vgg16-finetune'")
+        if name == "vgg16-transfer":
+            return Trained(name, model, head_result, used)
+        epochs = settings.finetune_epochs
+    result = fit(model, (to_model_input(split.train.images), split.train.labels),
+                 (to_model_input(split.val.images), split.val.labels), epochs=epochs,
+                 batch_size=settings.batch_size, augmentation=make_augmentation(settings.augmentation, seed=seed),
+                 patience=settings.patience, reduce_lr_patience=settings.reduce_lr_patience, seed=seed,
+                 verbose=verbose)
+    return Trained(name, model, result, used, head_result=head_result)
+
 
 
 def evaluate_model(model: keras.Model, dataset: Dataset, *, n_boot: int = 1000, seed: int = 0, batch_size: int = 32) -> dict:
@@ -258,6 +245,30 @@ def run_experiment(
     with Timer("train", into=timings):
         trained = train_model(name, split, settings, seed=seed, weights=weights, verbose=verbose)
     return trained, make_results(trained, dataset, split, settings, seed=seed, timings=timings)
+
+
+def run_label(results: dict, where: str = "this run") -> str:
+    """A table row name for a run: ``"<model> (<where>)"``, flagged when VGG16 was not pre-trained."""
+    random = str(results["weights"]).startswith("random (imagenet")
+    return f"{results['model']} ({where}{', RANDOM weights' if random else ''})"
+
+
+def collect_results(results_dir: str | Path, reference: dict, names: tuple[str, ...] = MODEL_NAMES) -> dict[str, dict]:
+    """Test results of the runs saved in ``results_dir`` with the same profile and data as ``reference``.
+
+    Keys come from :func:`run_label`, so that a table never passes random features off as
+    transfer learning.
+    """
+    runs = {}
+    for name in names:
+        path = Path(results_dir) / f"{name}.json"
+        if not path.exists():
+            continue
+        saved = read_json(path)
+        if saved["profile"] != reference["profile"] or saved["data"]["source"] != reference["data"]["source"]:
+            continue
+        runs[run_label(saved, "this book")] = saved["test"]
+    return runs
 
 
 def cross_validate(
