@@ -47,6 +47,7 @@ __all__ = [
     "count_params",
     "feature_extractor",
     "imagenet_cache_path",
+    "layer_table",
     "split_at",
     "vgg16_base",
     "vgg16_finetune",
@@ -530,6 +531,17 @@ def split_at(model: keras.Model, layer: str) -> tuple[keras.Model, keras.Model]:
         x = later(x)
     back = keras.Model(inputs, x, name=f"{model.name}_after_{layer}")
     return front, back
+
+
+def layer_table(model: keras.Model):
+    """A table of the layers that hold weights: name, trainable or frozen, number of weights."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [(layer.name, layer.trainable, int(sum(np.prod(w.shape) for w in layer.weights)))
+         for layer in model.layers if layer.weights],
+        columns=["layer", "trainable", "weights"],
+    )
 
 
 def count_params(model: keras.Model) -> dict[str, int]:

@@ -240,6 +240,36 @@ def show_images(
     return fig
 
 
+def show_image_groups(
+    images: Any,
+    groups: Sequence[Sequence[int]],
+    captions: Sequence[str],
+    *,
+    title: str,
+    size: float = 2.6,
+) -> Figure:
+    """One row per group of image indices (e.g. near-duplicates), each image captioned."""
+    if not groups:
+        raise ValueError("groups is empty")
+    if len(captions) != len(images):
+        raise ValueError(f"captions has {len(captions)} entries for {len(images)} images")
+    ncols = max(len(g) for g in groups)
+    fig, axes = plt.subplots(len(groups), ncols, figsize=(size * ncols, (size + 0.2) * len(groups)), squeeze=False)
+    for row, group in zip(axes, groups):
+        for c, ax in enumerate(row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(group):
+                ax.set_axis_off()
+                continue
+            img, vmin, vmax = _display_range(np.asarray(images[group[c]]))
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=vmin, vmax=vmax)
+            ax.set_title(captions[group[c]], fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_class_balance(
     counts: Mapping[str, int],
     *,

@@ -69,3 +69,16 @@ def count_leaks(groups: np.ndarray, train: np.ndarray, test: np.ndarray) -> int:
     """Test images with a near-duplicate in the training part: what a split by image leaks."""
     groups = np.asarray(groups)
     return int(np.isin(groups[np.asarray(test, dtype=int)], groups[np.asarray(train, dtype=int)]).sum())
+
+
+def random_split_leaks(
+    labels: np.ndarray, groups: np.ndarray, *, test_size: float = 0.3, repeats: int = 20, seed: int = 0
+) -> np.ndarray:
+    """Leaked test images (see :func:`count_leaks`) of ``repeats`` stratified splits made image by image."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    return np.array([
+        count_leaks(groups, *train_test_split(index, test_size=test_size, random_state=seed + r, stratify=labels))
+        for r in range(repeats)
+    ])

@@ -110,3 +110,14 @@ def test_count_leaks_sees_what_a_random_split_leaks(planted):
     assert count_leaks(groups, train, test) == 0
     leaks = [count_leaks(groups, *train_test_split(index, test_size=0.3, random_state=s)) for s in range(20)]
     assert max(leaks) > 0
+
+
+def test_random_split_leaks_counts_each_repeat(planted):
+    from busutils.splits import random_split_leaks
+
+    images, labels, _ = planted
+    groups = duplicate_groups(images)
+    leaks = random_split_leaks(labels, groups, repeats=7, seed=1)
+    assert leaks.shape == (7,) and leaks.max() > 0
+    np.testing.assert_array_equal(leaks, random_split_leaks(labels, groups, repeats=7, seed=1))
+    assert random_split_leaks(labels, np.arange(len(labels)), repeats=3).sum() == 0  # no duplicates, no leaks

@@ -125,3 +125,16 @@ def test_plot_class_balance_bars_and_counts():
     assert [p.get_height() for p in ax.patches] == [133, 437, 210]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["normal", "benign", "malignant"]
     assert sorted(t.get_text() for t in ax.texts) == ["133", "210", "437"]
+
+
+def test_show_image_groups_one_row_per_group():
+    from busutils.plots import show_image_groups
+
+    images = np.zeros((5, 8, 8), np.uint8)
+    fig = show_image_groups(images, [[0, 1, 2], [3, 4]], [f"img {i}" for i in range(5)], title="Pairs")
+    assert fig._suptitle.get_text() == "Pairs"
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["img 0", "img 1", "img 2", "img 3", "img 4", ""]
+    assert not fig.axes[-1].axison
+    with pytest.raises(ValueError, match="captions"):
+        show_image_groups(images, [[0, 1]], ["a"], title="x")

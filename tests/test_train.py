@@ -198,3 +198,31 @@ def test_a_test_part_that_comes_with_the_data_is_kept(tmp_path):
         split = split_dataset(data, seed=0)
     assert sorted(split.test.ids) == sorted(i for i in data.ids if i.startswith("test/"))
     check_disjoint(data.groups, split.index["train"], split.index["val"])
+
+
+def test_layer_table_lists_weighted_layers_and_their_state():
+    from busutils.models import layer_table, vgg16_finetune
+
+    table = layer_table(vgg16_finetune((32, 32, 3), 2, weights=None, seed=0).model)
+    trainable = set(table.loc[table.trainable, "layer"])
+    assert trainable == {"block5_conv1", "block5_conv2", "block5_conv3", "head"}
+    assert table.loc[table.layer == "block1_conv1", "weights"].item() == 3 * 3 * 3 * 64 + 64
+
+
+def test_collect_results_keeps_matching_runs_and_flags_random_weights(tmp_path):
+    import json
+
+    from busutils.experiment import collect_results, run_label
+
+    reference = {"model": "baseline", "weights": "random (trained from scratch)", "profile": {"name": "quick"},
+                 "data": {"source": "BUSI"}, "test": {"metrics": {"auc": 0.8}}}
+    saved = {
+        "baseline": reference,
+        "vgg16-transfer": {**reference, "model": "vgg16-transfer", "weights": "random (imagenet unavailable: x)"},
+        "vgg16-finetune": {**reference, "model": "vgg16-finetune", "profile": {"name": "paper"}},
+    }
+    for name, results in saved.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(results))
+    runs = collect_results(tmp_path, reference)
+    assert list(runs) == ["baseline (this book)", "vgg16-transfer (this book, RANDOM weights)"]
+    assert run_label(reference) == "baseline (this run)"
