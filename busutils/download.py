@@ -374,6 +374,9 @@ def _inside(archive: Path, root: Path, parts: tuple[str, ...]) -> Path:
     return target
 
 
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+
+
 def _write_members(archive: Path, root: Path, budget: _Budget, plan: list, open_member) -> None:
     """Write the checked members of ``plan`` (``(name, parts, is_dir, size, member)``) under ``root``."""
     budget.bytes = 0  # from here on, count bytes actually written
@@ -398,6 +401,10 @@ def _extract_zip(archive: Path, root: Path, budget: _Budget) -> None:
             if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise UnsafeArchiveError(
                     f"{archive}: member {info.filename!r} is a link or special file")
+            if info.compress_type not in _ZIP_METHODS:
+                raise UnsafeArchiveError(
+                    f"{archive}: member {info.filename!r} uses compression method {info.compress_type}, "
+                    "which Python's zipfile cannot read; re-pack the archive with deflate")
             size = 0 if info.is_dir() else info.file_size
             budget.add_member(info.filename, size)
             plan.append((info.filename, parts, info.is_dir(), size, info))
@@ -474,7 +481,7 @@ def safe_extract(
             raise UnsafeArchiveError(
                 f"{archive}: member {budget.current!r} clashes with an earlier member") from error
         except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError,
-                NotImplementedError, RuntimeError) as error:  # a bad CRC, a truncated or encrypted member
+                RuntimeError) as error:  # a bad CRC, a truncated or an encrypted member
             detail = str(error)[:200]  # zipfile may quote whole headers
             raise UnsafeArchiveError(f"{archive} is damaged or unsupported "
                                      f"(at member {budget.current!r}): {detail}") from error

@@ -60,7 +60,7 @@ def to_jsonable(obj: Any) -> Any:
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
         return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):  # numpy scalar: np.float32, np.int64, np.bool_, ...
+    if isinstance(obj, np.generic):  # a numpy scalar, e.g. np.float32, np.int64 or np.bool_
         return to_jsonable(obj.item())
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None

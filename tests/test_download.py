@@ -442,3 +442,23 @@ def test_zip_with_duplicate_member_refused(tmp_path):
     with pytest.raises(UnsafeArchiveError, match="'benign/a.png' clashes"):
         safe_extract(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_zip_with_an_unreadable_compression_method_is_refused(tmp_path):
+    import zipfile as zf
+
+    from busutils.download import UnsafeArchiveError, safe_extract
+
+    archive = tmp_path / "odd.zip"
+    with zf.ZipFile(archive, "w") as z:
+        z.writestr("benign/a.txt", "x")
+    data = bytearray(archive.read_bytes())
+    # Set the compression method (byte 8 of the local header, byte 10 of the central record) to 99 (AES).
+    local = data.find(b"PK\x03\x04")
+    central = data.find(b"PK\x01\x02")
+    data[local + 8:local + 10] = (99).to_bytes(2, "little")
+    data[central + 10:central + 12] = (99).to_bytes(2, "little")
+    archive.write_bytes(bytes(data))
+    with pytest.raises(UnsafeArchiveError, match="compression method 99"):
+        safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
