@@ -1,0 +1,217 @@
+"""Where does the model look?  Grad-CAM heat maps, and masks for BUSI's burned-in marks.
+
+Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: visual explanations from deep networks via
+gradient-based localization") weights each feature map ``A_k`` of a convolutional layer
+by the spatial mean of the gradient of the class score with respect to it, and keeps the
+positive part of the weighted sum: ``relu(sum_k mean(dy/dA_k) * A_k)``.  Bright regions
+are those whose features raised the score.
+
+BUSI images carry text ("LEFT BREAST"), rulers and calipers drawn in near-white.  A
+model can learn them instead of the lesion (a "shortcut"); :func:`shortcut_mask` finds
+them and :func:`mask_shortcuts` paints them over, to test whether predictions change.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from scipy import ndimage
+
+from busutils.plots import _display_range
+
+__all__ = ["grad_cam", "last_conv_layer", "mask_shortcuts", "overlay", "shortcut_mask"]
+
+
+def last_conv_layer(model: keras.Model) -> str:
+    """Name of the last ``Conv2D`` layer, searching nested models: Grad-CAM's usual layer
+    (``"conv5"`` for the book's baseline, ``"block5_conv3"`` for VGG16)."""
+    for layer in reversed(model.layers):
+        if isinstance(layer, keras.Model):
+            try:
+                return last_conv_layer(layer)
+            except ValueError:
+                continue
+        if isinstance(layer, keras.layers.Conv2D):
+            return layer.name
+    raise ValueError(f"model {model.name!r} has no Conv2D layer")
+
+
+def _contains(model: keras.Model, name: str) -> bool:
+    return any(l.name == name or (isinstance(l, keras.Model) and _contains(l, name)) for l in model.layers)
+
+
+def _layer(model: keras.Model, name: str) -> keras.layers.Layer:
+    """The top-level layer ``name``, or an error saying where it is or what exists."""
+    top = {layer.name: layer for layer in model.layers}
+    if name in top:
+        return top[name]
+    for outer in model.layers:
+        if isinstance(outer, keras.Model) and _contains(outer, name):
+            raise ValueError(
+                f"layer {name!r} is inside the nested model {outer.name!r}; Grad-CAM needs a layer of "
+                f"model {model.name!r} itself: pass layer={outer.name!r} or build the model flat"
+            )
+    convs = [l.name for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    raise ValueError(f"model {model.name!r} has no layer {name!r}; its Conv2D layers are {convs}")
+
+
+def _selector(pred: np.ndarray, class_index: int | None) -> np.ndarray:
+    """(n, units) weights that turn the model output into the score to explain."""
+    n, units = pred.shape
+    if units == 1:  # sigmoid: probability of class 1, or its negative for class 0
+        if class_index not in (None, 0, 1):
+            raise ValueError(f"class_index must be 0 or 1 for a one-unit sigmoid model, got {class_index}")
+        return np.full((n, 1), -1.0 if class_index == 0 else 1.0, dtype="float32")
+    if class_index is not None and not 0 <= class_index < units:
+        raise ValueError(f"class_index must be in 0..{units - 1}, got {class_index}")
+    index = pred.argmax(axis=1) if class_index is None else np.full(n, class_index)
+    return np.eye(units, dtype="float32")[index]
+
+
+def _tensorflow_gradients(conv_and_pred: keras.Model, x: np.ndarray, class_index: int | None):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        conv, pred = conv_and_pred(x, training=False)
+        score = tf.reduce_sum(pred * _selector(pred.numpy(), class_index))
+    return conv.numpy(), tape.gradient(score, conv).numpy()
+
+
+def _jax_gradients(conv_and_pred: keras.Model, back: keras.Model, x: np.ndarray, class_index: int | None):
+    import jax
+    import jax.numpy as jnp
+
+    conv, pred = conv_and_pred(x, training=False)
+    selector = _selector(np.asarray(pred), class_index)
+    trainable = [v.value for v in back.trainable_variables]
+    frozen = [v.value for v in back.non_trainable_variables]
+
+    def score(a):
+        out, _ = back.stateless_call(trainable, frozen, a, training=False)
+        return jnp.sum(out * selector)
+
+    return np.asarray(conv), np.asarray(jax.grad(score)(conv))
+
+
+def grad_cam(
+    model: keras.Model, images: Any, *, layer: str | None = None, class_index: int | None = None,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Grad-CAM heat maps ``(n, H, W)`` in [0, 1], one per image, at the input's size.
+
+    ``images`` is ``(n, H, W, C)`` as the model takes them.  ``layer`` defaults to
+    :func:`last_conv_layer`.  For a one-unit sigmoid model the score explained is the
+    probability of class 1 (malignant), or its negative with ``class_index=0``; the
+    logit would give the same normalised map, as it only rescales the gradient.  For a
+    softmax model it is the probability of ``class_index`` (default: each image's
+    predicted class).  Maps are divided by their maximum (all zero when nothing raised the
+    score).  Images go through the model ``batch_size`` at a time.  TensorFlow and JAX
+    backends.
+    """
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(f"model must have one input and one output; {model.name!r} has "
+                         f"{len(model.inputs)} and {len(model.outputs)}")
+    x = np.asarray(images, dtype="float32")
+    expected = tuple(model.inputs[0].shape[1:])
+    if x.ndim != 4 or any(e is not None and e != s for e, s in zip(expected, x.shape[1:])):
+        raise ValueError(f"images must have shape (n, *{expected}) for this model, got {x.shape}")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    target = _layer(model, layer or last_conv_layer(model))
+    if len(target.output.shape) != 4:
+        raise ValueError(
+            f"layer {target.name!r} has output shape {target.output.shape}; Grad-CAM needs a 4-D feature map"
+        )
+    conv_and_pred = keras.Model(model.inputs[0], [target.output, model.outputs[0]])
+    backend = keras.backend.backend()
+    if backend == "jax":
+        back = keras.Model(target.output, model.outputs[0])  # the part of the model after the layer
+    elif backend != "tensorflow":
+        raise RuntimeError(f"grad_cam supports the tensorflow and jax Keras backends, not {backend!r}")
+    maps = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size]
+        if backend == "tensorflow":
+            conv, grads = _tensorflow_gradients(conv_and_pred, batch, class_index)
+        else:
+            conv, grads = _jax_gradients(conv_and_pred, back, batch, class_index)
+        weights = grads.mean(axis=(1, 2))  # alpha_k: one weight per feature map
+        maps.append(np.maximum(np.einsum("nhwk,nk->nhw", conv, weights), 0.0))
+    cams = np.concatenate(maps)[..., None]
+    cams = keras.ops.convert_to_numpy(keras.ops.image.resize(cams, x.shape[1:3], interpolation="bilinear"))[..., 0]
+    peak = cams.max(axis=(1, 2), keepdims=True)
+    return np.where(peak > 0, cams / np.where(peak > 0, peak, 1.0), 0.0).astype("float32")
+
+
+def overlay(
+    image: Any, heatmap: Any, ax: Axes | None = None, alpha: float = 0.4, title: str | None = None
+) -> Axes:
+    """Draw ``image`` with a Grad-CAM ``heatmap`` (values in [0, 1]) on top; returns the axes."""
+    img, heat = np.asarray(image), np.asarray(heatmap, dtype=np.float64)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim not in (2, 3) or heat.shape != img.shape[:2]:
+        raise ValueError(
+            f"heatmap must be (H, W) of image (H, W[, C]); got heatmap {heat.shape}, image {img.shape}"
+        )
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3, 3))
+    shown, vmin, vmax = _display_range(img)
+    ax.imshow(shown, cmap="gray" if img.ndim == 2 else None, vmin=vmin, vmax=vmax)
+    ax.imshow(heat, cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0)
+    ax.set_title(title or "Grad-CAM")
+    ax.set_axis_off()
+    return ax
+
+
+def shortcut_mask(image: Any, *, level: float = 240, max_area: float = 0.02, dilate: int = 1) -> np.ndarray:
+    """Boolean ``(H, W)`` mask of small near-white marks: text, rulers, calipers.
+
+    A mark is a connected group of pixels that are ``>= level`` in every channel (images
+    in 0..255) and cover less than ``max_area`` of the image; larger bright regions are
+    anatomy and stay unmasked.  The mask is grown by ``dilate`` pixels to cover the
+    marks' anti-aliased edges.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim == 3:
+        bright = np.all(img >= level, axis=-1)
+    elif img.ndim == 2:
+        bright = img >= level
+    else:
+        raise ValueError(f"image must be (H, W) or (H, W, C), got shape {img.shape}")
+    if not 0.0 < max_area <= 1.0:
+        raise ValueError(f"max_area must be a fraction of the image in (0, 1], got {max_area}")
+    if int(dilate) != dilate or dilate < 0:
+        raise ValueError(f"dilate must be a whole number of pixels >= 0, got {dilate}")
+    labels, _ = ndimage.label(bright, structure=np.ones((3, 3)))  # 8-connected
+    sizes = np.bincount(labels.ravel())
+    small = sizes < max_area * bright.size
+    small[0] = False  # label 0 is the background
+    mask = small[labels]
+    return ndimage.binary_dilation(mask, iterations=int(dilate)) if dilate else mask
+
+
+def mask_shortcuts(images: Any, masks: Any, fill: str | float = "median") -> np.ndarray:
+    """A copy of ``images`` ``(n, H, W[, C])`` with the pixels of ``masks`` ``(n, H, W)``
+    replaced by each image's median (of its unmasked pixels, per channel) or by ``fill``."""
+    out = np.array(images, copy=True)
+    masks = np.asarray(masks)
+    if out.ndim not in (3, 4) or masks.shape != out.shape[:3] or masks.dtype != bool:
+        raise ValueError(f"masks must be a boolean array of shape {out.shape[:3]} for images of shape {out.shape}, "
+                         f"got {masks.dtype} {masks.shape}")
+    if not (isinstance(fill, str) and fill == "median") and not isinstance(fill, numbers.Real):
+        raise ValueError(f"fill must be 'median' or a number, got {fill!r}")
+    for image, mask in zip(out, masks):
+        if isinstance(fill, str):
+            keep = image[~mask] if (~mask).any() else image.reshape(-1, *image.shape[2:])
+            image[mask] = np.median(keep, axis=0)
+        else:
+            image[mask] = fill
+    return out
