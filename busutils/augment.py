@@ -2,8 +2,10 @@
 
 :func:`paper_augmentation` reproduces the transformations of Hijab et al. (2019): rotation
 by 90/180/270 degrees, width/height shift, shear, zoom, horizontal flip, with
-nearest-neighbour fill.  (The paper's "rescale" is the 1/255 scaling that each model does
-in its own first layer.)  :func:`light_augmentation` is an ultrasound-aware alternative
+nearest-neighbour fill.  The paper names these operations but not their strengths, which
+are the book's choice.  (It also lists "rescale", without saying how; scaling the pixel values
+is not an augmentation here: each model brings its own input scaling, 1/255 in the baseline
+CNN and VGG16's subtraction of the ImageNet channel means in the others.)  :func:`light_augmentation` is an ultrasound-aware alternative
 without rotations: turning a B-mode image by 90 degrees swaps depth and width, so the
 "taller-than-wide" shape cue and posterior acoustic shadowing lose their meaning.
 
@@ -30,6 +32,7 @@ __all__ = [
     "AUGMENTATION_KINDS",
     "RandomRightAngleRotation",
     "augmentation_grid",
+    "augmented_copies",
     "light_augmentation",
     "make_augmentation",
     "paper_augmentation",
@@ -183,6 +186,44 @@ def _seed_generators(augmentation) -> list[keras.random.SeedGenerator]:
         for value in vars(layer).values()
         if isinstance(value, keras.random.SeedGenerator)
     ]
+
+
+def augmented_copies(images: np.ndarray, n_copies: int, kind: str, *, seed: int = 0) -> np.ndarray:
+    """``n_copies`` versions of each greyscale image, copy 0 the original: ``(n, n_copies, h, w)`` uint8.
+
+    The paper enlarged its data with a fixed set of augmented copies; this makes such a set, for
+    the *training* images only (augment after the split, never before).  Each copy depends only
+    on its image's pixels, its copy number and ``seed``, not on the other images augmented with
+    it, so a copy is the same in every chapter and cross-validation fold, and the activations of
+    the frozen VGG16 layers for it are computed once (:mod:`busutils.features`).
+    """
+    from .features import image_digests
+
+    images = np.asarray(images)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(f"images must be greyscale uint8 of shape (n, h, w), got {images.dtype} {images.shape}")
+    if n_copies < 1:
+        raise ValueError(f"n_copies must be at least 1 (copy 0 is the original), got {n_copies}")
+    out = np.repeat(images[:, None], n_copies, axis=1)
+    augmentation = make_augmentation(kind, seed) if n_copies > 1 else None
+    if augmentation is None:
+        return out
+    generators = _seed_generators(augmentation)
+    state_dtype = keras.ops.convert_to_numpy(generators[0].state.value).dtype
+    call = lambda batch: augmentation(batch, training=True)  # noqa: E731
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        call = tf.function(call, autograph=False)  # one traced graph instead of an eager call per image
+    for i, digest in enumerate(image_digests(images)):
+        rgb = np.repeat(images[i, None, :, :, None].astype(np.float32), 3, axis=-1)
+        for k in range(1, n_copies):
+            image_seed = (int(digest[:12], 16) ^ (1_000_003 * seed + k)) % 2**48
+            for j, generator in enumerate(generators):
+                generator.state.assign(np.array([image_seed, j], dtype=state_dtype))
+            copy = keras.ops.convert_to_numpy(call(rgb))[0].mean(axis=-1)
+            out[i, k] = np.clip(np.rint(copy), 0, 255).astype(np.uint8)
+    return out
 
 
 def augmentation_grid(

@@ -63,8 +63,12 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .experiment import train_run
+    from .runs import train_run
 
     result = train_run(
         data=args.data,
@@ -76,30 +80,39 @@ def _cmd_train(args: argparse.Namespace) -> int:
         weights=args.weights,
         epochs=args.epochs,
         folds=args.folds,
+        overwrite=args.overwrite,
+        keep_given_test=args.keep_test_part,
         verbose=1 if sys.stdout.isatty() else 2,  # Keras' progress bar in a terminal, a line per epoch in logs
     )
     metrics = result["test"]["metrics"]
-    print(f"{args.model}: test AUC {metrics['auc']:.3f}, accuracy {metrics['accuracy']:.3f} (n={metrics['n']})")
+    print(f"data: {result['data']['source']} ({result['data']['test_part']})")
+    print(f"weights: {result['weights']}")
+    print(f"{args.model}: test AUC {_fmt(metrics.get('auc'))}, accuracy {_fmt(metrics.get('accuracy'))} "
+          f"(n={metrics['n']})")
     print(f"model and results written to {args.out}")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .experiment import evaluate_run
+    from .runs import evaluate_run
 
     result = evaluate_run(args.run, data=args.data, out=args.out)
-    metrics = result["metrics"]
+    metrics, dropped = result["metrics"], result["dropped"]
     if args.json:
         summary = {k: metrics.get(k) for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "n")}
-        summary.update(ci95=result.get("ci95", {}), data=result["data"]["source"], model=result["model"])
+        summary.update(ci95=result.get("ci95", {}), data=result["data"]["source"], model=result["model"],
+                       weights=result.get("weights"), dropped=dropped)
         print(json.dumps(summary))
-    else:
-        for key in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "n"):
-            if key in metrics:
-                low_high = result.get("ci95", {}).get(key)
-                ci = f"  95% CI [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high and None not in low_high else ""
-                value = metrics[key]
-                print(f"{key:>12}: {value:.3f}{ci}" if isinstance(value, float) else f"{key:>12}: {value}")
+        return 0
+    print(f"data: {result['data']['source']}")
+    print(f"dropped {dropped['seen']} image(s) the run trained or validated on and "
+          f"{dropped['near_duplicate_of_seen']} near-duplicate(s) of them; evaluating on {dropped['kept']} unseen image(s)")
+    print(f"weights: {result.get('weights')}")
+    for key in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "n"):
+        if key in metrics:
+            low_high = result.get("ci95", {}).get(key)
+            ci = f"  95% CI [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high and None not in low_high else ""
+            print(f"{key:>12}: {_fmt(metrics[key])}{ci}")
     return 0
 
 
@@ -134,16 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model and save it with its results", description="Train one of the paper's three models on a data folder, evaluate it on a group-aware held-out test part, and save the model and a results JSON in the run folder.")
     train.add_argument("--data", type=_existing_path, default=None, help="data folder or .npz (default: $BUSI_DIR, else the synthetic phantom)")
     train.add_argument("--model", required=True, choices=["baseline", "vgg16-transfer", "vgg16-finetune"], help="which model to train")
-    train.add_argument("--profile", default="quick", choices=["quick", "paper"], help="settings profile: quick (CPU) or paper (the paper's settings, for a GPU) (default: %(default)s)")
+    train.add_argument("--profile", default="quick", choices=["quick", "paper"], help="settings profile: quick (CPU) or paper (the paper's settings) (default: %(default)s)")
     train.add_argument("--out", type=Path, required=True, help="run folder to create for the model and results.json")
     train.add_argument("--task", default="benign-malignant", choices=["benign-malignant", "three-class", "breastmnist"], help="classification task (default: %(default)s)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    train.add_argument("--weights", default=None, help="VGG16 weights: 'imagenet', a local .h5 file, or 'none' (default: the profile's)")
-    train.add_argument("--epochs", type=_positive_int, default=None, help="override the profile's number of epochs")
+    train.add_argument("--weights", default=None, help="VGG16 weights: a local .h5 file, 'imagenet' ($VGG16_WEIGHTS, else Keras' cache or download), or 'none' for random (default: the profile's, 'imagenet')")
+    train.add_argument("--epochs", type=_positive_int, default=None, help="cap every training stage (baseline, classifier head, fine-tuning) at this many epochs")
     train.add_argument("--folds", type=int, default=0, help="also run group-aware k-fold cross-validation with this many folds (default: 0 = off)")
+    train.add_argument("--overwrite", action="store_true", help="replace the run already in --out (whole; by default an existing run is never touched)")
+    train.add_argument("--keep-test-part", action="store_true", help="keep a test/ part that came with the data even if near-duplicates of its images are in train/ (the leak is recorded); by default such data are re-split by group")
     train.set_defaults(func=_cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="evaluate a saved run on other data", description="Evaluate the model saved in a run folder on other data; all of the data is used as test data.")
+    evaluate = sub.add_parser("evaluate", help="evaluate a saved run on images it has not seen", description="Evaluate the model saved in a run folder on a data folder. Every image the run trained or validated on, and every near-duplicate of one, is dropped first (and counted); with nothing unseen left it refuses.")
     evaluate.add_argument("run", type=_existing_path, help="run folder written by 'train'")
     evaluate.add_argument("--data", type=_existing_path, default=None, help="data folder or .npz to test on (default: $BUSI_DIR, else the synthetic phantom)")
     evaluate.add_argument("--out", type=Path, default=None, help="where to write the evaluation JSON (default: RUN/evaluation.json)")

@@ -1,41 +1,49 @@
-"""One experiment, end to end: split, train one of the three models, evaluate, save.
+"""One experiment, end to end: split, train one of the three models, evaluate.
 
-The chapters call these steps one at a time, with prose in between; the command line
-(``python -m busutils train`` / ``evaluate``) and the cross-validation run them in a row.
-Every split is group-aware: near-duplicates never straddle training, validation and test.
+The chapters call these steps one at a time, with prose in between; the command line and the
+cross-validation run them in a row (:mod:`busutils.runs` saves them).  Every split is
+group-aware: near-duplicates never straddle training, validation and test.  For the two VGG16
+models the frozen layers run once per image (and per augmented copy), through the cache of
+:mod:`busutils.features`; only the layers that learn run at every epoch.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 
 from . import __version__
-from .augment import make_augmentation
-from .data import Dataset, load_dataset
+from .augment import augmented_copies, make_augmentation
+from .data import Dataset
 from .evaluate import classification_metrics, evaluate_predictions
-from .models import MODEL_NAMES, build_model, classifier_head, compile_for, count_params, feature_extractor
-from .profiles import Profile, as_dict, get_profile
-from .results import Timer, environment_info, read_json, write_json_atomic
+from .features import ActivationStore, image_digests
+from .models import (MODEL_NAMES, build_model, chain, classifier_head, compile_for, count_params, frozen_until,
+                     make_optimizer, set_head_weights)
+from .precision import precision_scope
+from .profiles import Profile, as_dict
+from .results import Timer, environment_info
 from .splits import check_disjoint, count_leaks, group_kfold, group_train_test_split
-from .train import TrainResult, extract_features, fit, predict_scores, save_model_atomic, set_seed, to_model_input
-
-MODEL_FILE = "model.keras"
-RESULTS_FILE = "results.json"
+from .train import CopiesSequence, TrainResult, extract_features, fit, predict_scores, set_seed, to_model_input
 
 
 @dataclass
 class Split:
-    """Training, validation and test parts of a data set, with the indices they came from."""
+    """Training, validation and test parts of a data set, with the indices they came from.
+
+    ``test_part`` says how the test part was chosen; ``test_leaks`` counts test images with a
+    near-duplicate in the training or validation part (0 unless a leaking test part that came
+    with the data was kept on purpose).
+    """
 
     train: Dataset
     val: Dataset
     test: Dataset
     index: dict[str, np.ndarray]
+    test_part: str = "group-aware split"
+    test_leaks: int = 0
 
     def sizes(self) -> dict[str, dict[str, int]]:
         """Images per class in each part."""
@@ -44,22 +52,33 @@ class Split:
 
 def split_dataset(
     dataset: Dataset, *, test_size: float = 0.3, val_size: float = 0.2, seed: int = 0,
-    test_index: np.ndarray | None = None,
+    test_index: np.ndarray | None = None, keep_given_test: bool = False,
 ) -> Split:
     """Hold out a test part, then carve a validation part from the rest, both by duplicate group.
 
     ``test_index`` fixes the test part (e.g. one cross-validation fold) instead of drawing it.
-    A data set that comes with its own test part (a ``test/`` folder, BreastMNIST's test
-    split) keeps it, with a warning if near-duplicates of its images are in the other parts.
+    A data set that comes with its own test part (a ``test/`` folder, BreastMNIST's test split)
+    keeps it when no near-duplicate of its images lies outside it.  If some do, the data are
+    re-split by group (with a warning), unless ``keep_given_test=True``: then the given part is
+    kept and the number of leaking images is recorded (``Split.test_leaks``) for every table.
     """
     groups = dataset.groups
+    test_part, leaks = "group-aware split", 0
     given = test_index is None and dataset.subsets is not None and bool((dataset.subsets == "test").any())
     if given:
-        test_index = np.flatnonzero(dataset.subsets == "test")
-        leaks = count_leaks(groups, np.flatnonzero(dataset.subsets != "test"), test_index)
-        if leaks:
-            warnings.warn(f"{dataset.source}: the data set's own test part has {leaks} image(s) with a "
-                          "near-duplicate outside it; its test scores will be optimistic", stacklevel=2)
+        given_test = np.flatnonzero(dataset.subsets == "test")
+        leaks = count_leaks(groups, np.flatnonzero(dataset.subsets != "test"), given_test)
+        if not leaks:
+            test_index, test_part = given_test, "the data set's own test part"
+        elif keep_given_test:
+            test_index, test_part = given_test, f"the data set's own test part, kept with {leaks} leaking image(s)"
+            warnings.warn(f"{dataset.source}: its own test part has {leaks} image(s) with a near-duplicate "
+                          "outside it, kept as asked: its test scores will be optimistic", stacklevel=2)
+        else:
+            test_part = f"group-aware re-split (the data set's own test part leaked {leaks} image(s))"
+            warnings.warn(f"{dataset.source}: its own test part has {leaks} image(s) with a near-duplicate "
+                          "outside it; the data are re-split by duplicate group instead", stacklevel=2)
+            leaks = 0
     if test_index is None:
         rest, test = group_train_test_split(dataset.labels, groups, test_size=test_size, seed=seed)
     else:
@@ -68,62 +87,90 @@ def split_dataset(
     inner_train, inner_val = group_train_test_split(dataset.labels[rest], groups[rest], test_size=val_size, seed=seed + 1)
     train, val = rest[inner_train], rest[inner_val]
     check_disjoint(groups, train, val)
-    if not given:  # a test part that came with the data is kept as it is, leaks and all (warned above)
+    if not leaks:
         check_disjoint(groups, train, test)
         check_disjoint(groups, val, test)
     index = {"train": train, "val": val, "test": test}
-    return Split(dataset.take(train), dataset.take(val), dataset.take(test), index)
+    return Split(dataset.take(train), dataset.take(val), dataset.take(test), index, test_part, leaks)
 
 
 @dataclass
 class Trained:
-    """A trained model that takes images, how it was trained, and where its weights came from."""
+    """A trained model that takes images, how each stage of its training went, and its weights' origin."""
 
     name: str
     model: keras.Model
-    result: TrainResult
+    stages: dict[str, TrainResult]  # "baseline", or "head" then (fine-tuning) "finetune"
     weights_used: str
-    head_result: TrainResult | None = None  # the classifier trained on bottleneck features first
+    settings: dict = field(default_factory=dict)  # what really ran: precision, copies, cached layer...
+
+    @property
+    def result(self) -> TrainResult:
+        """The last stage: the one whose weights the model holds."""
+        return list(self.stages.values())[-1]
+
+    @property
+    def seconds(self) -> float:
+        return sum(stage.seconds for stage in self.stages.values())
 
     def summary(self) -> dict:
         """The facts a results file records about training."""
-        out = {
+        return {
             "model": self.name,
             "weights": self.weights_used,
             "parameters": count_params(self.model),
-            "best_epoch": self.result.best_epoch,
-            "epochs_run": self.result.epochs_run,
-            "monitor": self.result.monitor,
-            "class_weight": self.result.class_weight,
-            "history": self.result.history,
-            "train_seconds": round(self.result.seconds, 2),
+            "stages": {name: stage.summary() for name, stage in self.stages.items()},
+            "used": self.settings,
+            "train_seconds": round(self.seconds, 2),
         }
-        if self.head_result is not None:
-            out["head"] = {
-                "best_epoch": self.head_result.best_epoch,
-                "epochs_run": self.head_result.epochs_run,
-                "history": self.head_result.history,
-                "train_seconds": round(self.head_result.seconds, 2),
-            }
-        return out
 
 
-def _weights_arg(weights: str | None) -> str | None:
-    return None if weights in (None, "none", "random") else weights
+class FrozenVGG16:
+    """The frozen front of a VGG16 model, run once per image through an :class:`ActivationStore`.
+
+    ``activations(images)`` gives the output of the last frozen layer (``layer``);
+    ``pooled(images)`` the globally average-pooled output of ``block5_pool`` (the transfer
+    model's "bottleneck features"), computed from the cached activations.
+    """
+
+    def __init__(self, model: keras.Model, weights_used: str, settings: Profile, policy: str, *, seed: int,
+                 batch_size: int = 32):
+        self.layer = frozen_until(settings.finetune_layers)
+        self.front = chain(model, until=self.layer)
+        self.middle = chain(model, after=self.layer, until="block5_pool")
+        self.batch_size = batch_size
+        key = {"network": "vgg16", "weights": weights_used, "image_size": settings.image_size,
+               "preprocessing": "VGG16Preprocess: RGB->BGR, minus ImageNet means", "precision": policy}
+        if weights_used.startswith("random"):
+            key["seed"] = seed  # random weights are reproducible only through their seed
+        self.maps = ActivationStore({**key, "layer": self.layer}, dtype="float16")
+        self.vectors = ActivationStore({**key, "layer": "global average of block5_pool"})
+
+    def activations(self, images: np.ndarray) -> np.ndarray:
+        return self.maps.get(images, lambda x: extract_features(self.front, x, batch_size=self.batch_size))
+
+    def pooled(self, images: np.ndarray) -> np.ndarray:
+        def compute(x):
+            maps = extract_features(self.middle, self.activations(x), batch_size=self.batch_size)
+            return maps.mean(axis=(1, 2))
+
+        return self.vectors.get(images, compute)
 
 
-def _head_on_features(base_model: keras.Model, split: Split, settings: Profile, n_classes: int, seed: int, verbose) -> tuple[keras.Model, TrainResult]:
-    """Train the classifier head on VGG16 bottleneck features computed once (the paper's approach 2)."""
-    extractor = feature_extractor(base_model, pooling="avg")
-    features = {part: extract_features(extractor, to_model_input(getattr(split, part).images), batch_size=settings.batch_size)
-                for part in ("train", "val")}
-    head = classifier_head(features["train"].shape[1:], n_classes, seed=seed)
-    compile_for(head, n_classes, keras.optimizers.Adam(settings.learning_rate))
-    result = fit(
-        head, (features["train"], split.train.labels), (features["val"], split.val.labels),
-        epochs=max(settings.epochs, 50), batch_size=settings.batch_size, patience=max(settings.patience, 10),
-        seed=seed, verbose=verbose,
-    )
+def _train_head(frozen: FrozenVGG16, train_images: np.ndarray, train_labels: np.ndarray, split: Split,
+                settings: Profile, n_classes: int, seed: int, verbose) -> tuple[keras.Model, TrainResult]:
+    """The classifier head trained alone on bottleneck features (the paper's approach 2)."""
+    n, copies = train_images.shape[:2]
+    x_train = frozen.pooled(train_images.reshape(-1, *train_images.shape[2:]))
+    y_train = np.repeat(train_labels, copies)
+    x_val = frozen.pooled(split.val.images)
+    head = classifier_head(x_train.shape[1:], n_classes, hidden=settings.head_hidden, dropout=settings.dropout,
+                           l2=settings.l2, seed=seed)
+    head.get_layer("head_norm").adapt(x_train)
+    compile_for(head, n_classes, make_optimizer(settings.baseline_optimizer, settings.head_learning_rate))
+    result = fit(head, (x_train, y_train), (x_val, split.val.labels), epochs=settings.head_epochs,
+                 batch_size=settings.batch_size, patience=settings.patience, restore_best=settings.restore_best,
+                 balance_classes=settings.balance_classes, seed=seed, verbose=verbose)
     return head, result
 
 
@@ -138,37 +185,75 @@ def train_model(
 ) -> Trained:
     """Train ``name`` ("baseline", "vgg16-transfer" or "vgg16-finetune") on ``split`` with ``settings``.
 
-    * baseline: the small CNN, trained on augmented images with Adam;
-    * vgg16-transfer: VGG16 features computed once for every image, a small classifier on top;
-    * vgg16-finetune: the classifier first, on the same bottleneck features, then block 5 and
-      the classifier trained together by SGD on augmented images, all else frozen.
+    * baseline: the small CNN, trained on training images augmented batch by batch;
+    * vgg16-transfer: bottleneck features of every training image (and of its augmented copies,
+      with ``head_augmentation``) computed once, a small classifier trained on them;
+    * vgg16-finetune: that classifier first, then the unfrozen layers and the classifier
+      together by SGD -- on cached activations of the augmented copies (``finetune_mode="cached"``,
+      one copy of each image per epoch) or on images augmented online through the whole network
+      (``"online"``, exact and slower).  The classifier alone stays a candidate: if fine-tuning
+      never beats it on the validation part, it is kept.
     """
-    if name not in ("baseline", "vgg16-transfer", "vgg16-finetune"):
-        raise ValueError(f"unknown model {name!r}; use 'baseline', 'vgg16-transfer' or 'vgg16-finetune'")
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; use one of {', '.join(MODEL_NAMES)}")
     set_seed(seed)
     n_classes = len(split.train.class_names)
     shape = (settings.image_size, settings.image_size, 3)
-    weights = _weights_arg(settings.weights if weights is None else weights)
+    common = {"patience": settings.patience, "restore_best": settings.restore_best,
+              "balance_classes": settings.balance_classes, "seed": seed, "verbose": verbose}
     if name == "baseline":
-        model, used = build_model(name, shape, n_classes, learning_rate=settings.learning_rate, seed=seed)
-        head_result, epochs = None, settings.epochs
-    else:
-        options = {"learning_rate": settings.learning_rate} if name == "vgg16-transfer" else {
-            "learning_rate": settings.finetune_learning_rate, "momentum": settings.momentum}
-        model, used = build_model(name, shape, n_classes, weights=weights, strict=settings.strict_weights,
-                                  seed=seed, **options)
-        head, head_result = _head_on_features(model, split, settings, n_classes, seed, verbose)
-        model.get_layer("head").set_weights(head.get_weights())
-        if name == "vgg16-transfer":
-            return Trained(name, model, head_result, used)
-        epochs = settings.finetune_epochs
-    result = fit(model, (to_model_input(split.train.images), split.train.labels),
-                 (to_model_input(split.val.images), split.val.labels), epochs=epochs,
-                 batch_size=settings.batch_size, augmentation=make_augmentation(settings.augmentation, seed=seed),
-                 patience=settings.patience, reduce_lr_patience=settings.reduce_lr_patience, seed=seed,
-                 verbose=verbose)
-    return Trained(name, model, result, used, head_result=head_result)
+        with precision_scope(settings.precision) as policy:
+            model, used = build_model(name, shape, n_classes, learning_rate=settings.baseline_learning_rate,
+                                      optimizer=settings.baseline_optimizer, dropout=settings.dropout,
+                                      l2=settings.l2, seed=seed)
+        result = fit(model, (split.train.images, split.train.labels), (split.val.images, split.val.labels),
+                     epochs=settings.baseline_epochs, batch_size=settings.batch_size,
+                     augmentation=make_augmentation(settings.augmentation, seed=seed),
+                     reduce_lr_patience=settings.reduce_lr_patience, **common)
+        used_settings = {"precision": policy, "augmentation": f"{settings.augmentation}, online (per batch)"}
+        return Trained(name, model, {"baseline": result}, used, used_settings)
 
+    options = {"learning_rate": settings.head_learning_rate, "optimizer": settings.baseline_optimizer} \
+        if name == "vgg16-transfer" else {
+        "learning_rate": settings.finetune_learning_rate, "momentum": settings.momentum,
+        "trainable_layers": settings.finetune_layers}
+    with precision_scope(settings.precision) as policy:
+        model, used = build_model(name, shape, n_classes, weights=weights or settings.weights,
+                                  strict=settings.strict_weights, seed=seed, hidden=settings.head_hidden,
+                                  dropout=settings.dropout, l2=settings.l2, **options)
+    frozen = FrozenVGG16(model, used, settings, policy, seed=seed, batch_size=settings.batch_size)
+    copies = settings.augment_copies if settings.augmentation != "none" else 1
+    train_images = augmented_copies(split.train.images, copies, settings.augmentation, seed=seed)
+    head_images = train_images if settings.head_augmentation else train_images[:, :1]
+    head, head_result = _train_head(frozen, head_images, split.train.labels, split, settings, n_classes, seed, verbose)
+    set_head_weights(model, head)
+    used_settings = {"precision": policy, "frozen_until": frozen.layer,
+                     "head_trained_on": f"{head_images.shape[1]} copies of each training image"
+                                        + (f" ({settings.augmentation} augmentation, offline)" if head_images.shape[1] > 1 else "")}
+    if name == "vgg16-transfer":
+        return Trained(name, model, {"head": head_result}, used, used_settings)
+
+    if settings.finetune_mode == "cached":
+        back = chain(model, after=frozen.layer)
+        compile_for(back, n_classes, make_optimizer("sgd", settings.finetune_learning_rate, momentum=settings.momentum))
+        n = len(split.train)
+        maps = frozen.activations(train_images.reshape(-1, *train_images.shape[2:]))
+        train_data = CopiesSequence(maps.reshape(n, copies, *maps.shape[1:]), split.train.labels,
+                                    batch_size=settings.batch_size, seed=seed)
+        val_data = (frozen.activations(split.val.images).astype(np.float32), split.val.labels)
+        result = fit(back, train_data, val_data, epochs=settings.finetune_epochs, batch_size=settings.batch_size,
+                     keep_initial=True, reduce_lr_patience=settings.reduce_lr_patience, **common)
+        used_settings["finetune_trained_on"] = (f"cached {frozen.layer} activations of {copies} copies of each "
+                                                "training image, one copy per epoch")
+    elif settings.finetune_mode == "online":
+        result = fit(model, (split.train.images, split.train.labels), (split.val.images, split.val.labels),
+                     epochs=settings.finetune_epochs, batch_size=settings.batch_size,
+                     augmentation=make_augmentation(settings.augmentation, seed=seed), keep_initial=True,
+                     reduce_lr_patience=settings.reduce_lr_patience, **common)
+        used_settings["finetune_trained_on"] = f"images through the whole network, {settings.augmentation} augmentation online"
+    else:
+        raise ValueError(f"finetune_mode={settings.finetune_mode!r}: use 'cached' or 'online'")
+    return Trained(name, model, {"head": head_result, "finetune": result}, used, used_settings)
 
 
 def evaluate_model(model: keras.Model, dataset: Dataset, *, n_boot: int = 1000, seed: int = 0, batch_size: int = 32) -> dict:
@@ -196,7 +281,22 @@ def data_summary(dataset: Dataset, split: Split | None = None) -> dict:
     }
     if split is not None:
         out["split"] = split.sizes()
+        out["test_part"] = split.test_part
+        out["test_leaks"] = split.test_leaks
     return out
+
+
+def seen_images(split: Split) -> dict:
+    """What a run has seen and held out: each part's image ids, pixel digests and perceptual hashes.
+
+    ``evaluate`` uses it to score a saved model only on images it has never seen, nor a
+    near-duplicate of.
+    """
+    def part(dataset: Dataset) -> dict:
+        return {"ids": list(dataset.ids), "digests": image_digests(dataset.images),
+                "hashes": [f"{int(h):016x}" for h in dataset.hashes]}
+
+    return {"train": part(split.train), "val": part(split.val), "test": part(split.test)}
 
 
 def make_results(
@@ -213,7 +313,7 @@ def make_results(
         test = evaluate_model(trained.model, split.test, n_boot=settings.n_boot, seed=seed, batch_size=settings.batch_size)
         train_scores = predict_scores(trained.model, to_model_input(split.train.images), batch_size=settings.batch_size)
         train_metrics = classification_metrics(split.train.labels, train_scores, list(dataset.class_names))
-    timings.setdefault("train", round(trained.result.seconds + (trained.head_result.seconds if trained.head_result else 0), 2))
+    timings.setdefault("train", round(trained.seconds, 2))
     return {
         "model": trained.name,
         "busutils": __version__,
@@ -224,6 +324,7 @@ def make_results(
         "training": trained.summary(),
         "train_metrics": train_metrics,
         "test": test,
+        "seen": seen_images(split),
         "timings": timings,
         "environment": environment_info(),
     }
@@ -237,111 +338,48 @@ def run_experiment(
     seed: int = 0,
     weights: str | None = None,
     verbose: int | str = 2,
+    keep_given_test: bool = False,
 ) -> tuple[Trained, dict]:
     """Split, train and evaluate one model; returns the trained model and a results dictionary."""
     timings: dict[str, float] = {}
     with Timer("split", into=timings):
-        split = split_dataset(dataset, test_size=settings.test_size, val_size=settings.val_size, seed=seed)
+        split = split_dataset(dataset, test_size=settings.test_size, val_size=settings.val_size, seed=seed,
+                              keep_given_test=keep_given_test)
     with Timer("train", into=timings):
         trained = train_model(name, split, settings, seed=seed, weights=weights, verbose=verbose)
     return trained, make_results(trained, dataset, split, settings, seed=seed, timings=timings)
-
-
-def run_label(results: dict, where: str = "this run") -> str:
-    """A table row name for a run: ``"<model> (<where>)"``, flagged when VGG16 was not pre-trained."""
-    random = str(results["weights"]).startswith("random (imagenet")
-    return f"{results['model']} ({where}{', RANDOM weights' if random else ''})"
-
-
-def collect_results(results_dir: str | Path, reference: dict, names: tuple[str, ...] = MODEL_NAMES) -> dict[str, dict]:
-    """Test results of the runs saved in ``results_dir`` with the same profile and data as ``reference``.
-
-    Keys come from :func:`run_label`, so that a table never passes random features off as
-    transfer learning.
-    """
-    runs = {}
-    for name in names:
-        path = Path(results_dir) / f"{name}.json"
-        if not path.exists():
-            continue
-        saved = read_json(path)
-        if saved["profile"] != reference["profile"] or saved["data"]["source"] != reference["data"]["source"]:
-            continue
-        runs[run_label(saved, "this book")] = saved["test"]
-    return runs
 
 
 def cross_validate(
     name: str, dataset: Dataset, settings: Profile, *, folds: int = 5, seed: int = 0, weights: str | None = None,
     verbose: int | str = 0,
 ) -> dict:
-    """Group-aware stratified k-fold cross-validation: one model per fold, metrics per fold and pooled."""
-    per_fold, scores, labels, groups = [], [], [], []
+    """Group-aware stratified k-fold cross-validation: one model per fold, metrics per fold and pooled.
+
+    Returns per-fold metrics, their mean and spread, the pooled out-of-fold metrics with a
+    bootstrap CI, and every out-of-fold prediction (``"predictions"``: id, fold, label, score).
+    """
+    per_fold, predictions = [], {"ids": [], "fold": [], "labels": [], "scores": [], "groups": []}
     for k, (_, test) in enumerate(group_kfold(dataset.labels, dataset.groups, n_splits=folds, seed=seed)):
         split = split_dataset(dataset, val_size=settings.val_size, seed=seed + k, test_index=test)
-        trained = train_model(name, split, settings, seed=seed + k, weights=weights, verbose=verbose)
+        with Timer() as timer:
+            trained = train_model(name, split, settings, seed=seed + k, weights=weights, verbose=verbose)
         fold_scores = predict_scores(trained.model, to_model_input(split.test.images), batch_size=settings.batch_size)
         metrics = classification_metrics(split.test.labels, fold_scores, list(dataset.class_names))
-        per_fold.append({"fold": k, "n_test": len(test), **{k2: metrics.get(k2) for k2 in ("accuracy", "auc", "sensitivity", "specificity")}})
-        scores.append(fold_scores)
-        labels.append(split.test.labels)
-        groups.append(split.test.groups)
-    pooled = evaluate_predictions(np.concatenate(labels), np.concatenate(scores), list(dataset.class_names),
-                                  n_boot=settings.n_boot, seed=seed, groups=np.concatenate(groups))
+        per_fold.append({"fold": k, "n_test": len(test), "weights": trained.weights_used,
+                         "train_seconds": round(timer.elapsed, 2),
+                         **{key: metrics.get(key) for key in ("accuracy", "auc", "sensitivity", "specificity")}})
+        predictions["ids"] += list(split.test.ids)
+        predictions["fold"] += [k] * len(test)
+        predictions["labels"] += split.test.labels.tolist()
+        predictions["scores"] += np.asarray(fold_scores).tolist()
+        predictions["groups"] += split.test.groups.tolist()
+    pooled = evaluate_predictions(np.asarray(predictions["labels"]), np.asarray(predictions["scores"]),
+                                  list(dataset.class_names), n_boot=settings.n_boot, seed=seed,
+                                  groups=np.asarray(predictions["groups"]))
     summary = {}
     for key in ("accuracy", "auc", "sensitivity", "specificity"):
         values = np.array([f[key] for f in per_fold if f[key] is not None], dtype=float)
         summary[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1))} if len(values) > 1 else None
-    return {"folds": folds, "per_fold": per_fold, "summary": summary, "pooled": pooled}
-
-
-def train_run(
-    *,
-    data: str | Path | None,
-    model: str,
-    profile: str = "quick",
-    out: str | Path,
-    task: str = "benign-malignant",
-    seed: int = 0,
-    weights: str | None = None,
-    epochs: int | None = None,
-    folds: int = 0,
-    verbose: int | str = 2,
-) -> dict:
-    """Train, evaluate and save a run folder: ``model.keras`` and ``results.json`` (both written atomically)."""
-    settings = get_profile(profile, epochs=epochs)
-    if folds and folds < 2:
-        raise ValueError(f"--folds must be 0 (off) or at least 2, got {folds}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
-    dataset = load_dataset(data, task=task, image_size=settings.image_size, phantom_n=settings.phantom_n, seed=seed)
-    trained, results = run_experiment(model, dataset, settings, seed=seed, weights=weights, verbose=verbose)
-    if folds:
-        results["cross_validation"] = cross_validate(model, dataset, settings, folds=folds, seed=seed, weights=weights)
-    out.mkdir(parents=True, exist_ok=True)
-    save_model_atomic(trained.model, out / MODEL_FILE)
-    write_json_atomic(out / RESULTS_FILE, results)
-    return results
-
-
-def evaluate_run(run: str | Path, *, data: str | Path | None = None, out: str | Path | None = None, n_boot: int = 1000) -> dict:
-    """Evaluate a saved run's model on other data, all of it used as test data."""
-    from . import models  # noqa: F401  (registers the custom layers for loading)
-
-    run = Path(run)
-    model_path, results_path = run / MODEL_FILE, run / RESULTS_FILE
-    for path in (model_path, results_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: is {run} a run folder written by 'python -m busutils train'?")
-    saved = read_json(results_path)
-    task, size = saved["data"]["task"], saved["data"]["image_size"]
-    dataset = load_dataset(data, task=task, image_size=size, seed=saved.get("seed", 0) + 1000)
-    if list(dataset.class_names) != saved["data"]["class_names"]:
-        raise ValueError(f"{data}: classes {dataset.class_names} differ from the model's {saved['data']['class_names']}")
-    model = keras.models.load_model(model_path)
-    result = evaluate_model(model, dataset, n_boot=n_boot)
-    result.update(model=saved["model"], run=str(run), weights=saved.get("weights"), data=data_summary(dataset),
-                  environment=environment_info())
-    write_json_atomic(Path(out) if out else run / "evaluation.json", result)
-    return result
+    return {"model": name, "folds": folds, "seed": seed, "per_fold": per_fold, "summary": summary,
+            "pooled": pooled, "predictions": predictions}

@@ -3,12 +3,13 @@
 1. :func:`baseline_cnn` -- a small CNN trained from scratch;
 2. :func:`vgg16_transfer` -- VGG16 pre-trained on ImageNet as a *frozen* feature extractor
    ("bottleneck features") with a small dense classifier on top;
-3. :func:`vgg16_finetune` -- the same network with block 5 unfrozen, trained by SGD with a
-   small learning rate and momentum.
+3. :func:`vgg16_finetune` -- the same network with its last convolutional layer(s) unfrozen,
+   trained by SGD (the paper's optimiser) with a small learning rate and momentum.
 
 Every factory returns a :class:`Built` named tuple ``(model, weights_used)``: the compiled
-model and a human-readable note of where its initial weights came from (``"imagenet"``,
-``"file:/path/x.h5 (sha256 0123456789ab)"``, ``"random (imagenet unavailable: ...)"``...).
+model and a human-readable note of where its initial weights came from (e.g.
+``"imagenet (file vgg16_..._notop.h5 from VGG16_WEIGHTS, sha256 5ffcc3e2b95a)"`` or
+``"random (imagenet unavailable: ...)"``; see :mod:`busutils.weights`).
 Record ``weights_used`` with the results: a "VGG16" trained from random weights is not
 transfer learning, and a reader must be able to tell.
 
@@ -21,7 +22,6 @@ backends.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -29,37 +29,30 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from .download import file_hash
+from .weights import WeightsSource, load_into, resolve_vgg16_weights
 
 __all__ = [
+    "BLOCK5",
     "Built",
     "IMAGENET_BGR_MEAN",
     "MODEL_NAMES",
-    "RandomInitWarning",
     "VGG16Preprocess",
-    "VGG16_NOTOP_FILE",
-    "VGG16_NOTOP_URL",
-    "WeightsUnavailableError",
+    "VGG16_LAYERS",
     "baseline_cnn",
     "build_model",
+    "chain",
     "classifier_head",
     "compile_for",
     "count_params",
-    "feature_extractor",
-    "imagenet_cache_path",
+    "finetune_layer_names",
+    "frozen_until",
     "layer_table",
-    "split_at",
+    "make_optimizer",
+    "set_head_weights",
     "vgg16_base",
     "vgg16_finetune",
     "vgg16_transfer",
 ]
-
-#: File name, origin and MD5 that ``keras.applications.VGG16(include_top=False)`` uses.
-VGG16_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-VGG16_NOTOP_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + VGG16_NOTOP_FILE
-)
-VGG16_NOTOP_MD5 = "6d6bbae143d832006294945121d1f1fc"
 
 #: ImageNet channel means in BGR order, as subtracted by ``vgg16.preprocess_input``.
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -67,16 +60,15 @@ IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 #: Names accepted by :func:`build_model`.
 MODEL_NAMES = ("baseline", "vgg16-transfer", "vgg16-finetune")
 
-#: The convolutional layers that fine-tuning unfreezes (the paper's "block 5").
-FINETUNE_LAYERS = ("block5_conv1", "block5_conv2", "block5_conv3")
+#: VGG16's layers after its preprocessing, in order (Keras' names).
+VGG16_LAYERS = tuple(
+    f"block{b}_{kind}"
+    for b, n_conv in enumerate((2, 2, 3, 3, 3), start=1)
+    for kind in [f"conv{i}" for i in range(1, n_conv + 1)] + ["pool"]
+)
 
-
-class WeightsUnavailableError(RuntimeError):
-    """The ImageNet weights could neither be found in the Keras cache nor downloaded."""
-
-
-class RandomInitWarning(UserWarning):
-    """A pre-trained network fell back to random initialisation."""
+#: The convolutional layers of VGG16's last block.
+BLOCK5 = ("block5_conv1", "block5_conv2", "block5_conv3")
 
 
 class Built(NamedTuple):
@@ -132,8 +124,11 @@ def _check_image_shape(input_shape: Sequence[int], min_size: int) -> tuple[int, 
     return shape
 
 
-def _output_layer(n_classes: int, seed: int | None, name: str = "output") -> layers.Dense:
-    """Binary -> ``Dense(1, sigmoid)``; multiclass -> ``Dense(n, softmax)``."""
+def _output_layer(n_classes: int, seed: int | None, name: str = "output", l2: float = 0.0) -> layers.Dense:
+    """Binary -> ``Dense(1, sigmoid)``; multiclass -> ``Dense(n, softmax)``.
+
+    Always float32, whatever the precision policy, so probabilities and the loss stay exact.
+    """
     if n_classes < 2:
         raise ValueError(f"n_classes must be >= 2, got {n_classes}")
     units, activation = (1, "sigmoid") if n_classes == 2 else (n_classes, "softmax")
@@ -141,42 +136,9 @@ def _output_layer(n_classes: int, seed: int | None, name: str = "output") -> lay
         units,
         activation=activation,
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        kernel_regularizer=_regulariser(l2),
+        dtype="float32",
         name=name,
-    )
-
-
-def imagenet_cache_path() -> Path:
-    """Where Keras looks for the VGG16 notop ImageNet weights: ``$KERAS_HOME/models/...``.
-
-    Keras reads ``KERAS_HOME`` (default ``~/.keras``) once, when it is imported.
-    """
-    try:
-        from keras.src.backend.config import keras_home  # the value Keras itself uses
-
-        home = keras_home()
-    except ImportError:  # pragma: no cover - older/newer Keras layout
-        home = os.environ.get("KERAS_HOME", os.path.join("~", ".keras"))
-    return Path(os.path.expanduser(home)) / "models" / VGG16_NOTOP_FILE
-
-
-def _fetch_imagenet_weights() -> Path:
-    """The notop weights file through Keras' own cache (downloads it when missing)."""
-    path = keras.utils.get_file(
-        VGG16_NOTOP_FILE, VGG16_NOTOP_URL, cache_subdir="models", file_hash=VGG16_NOTOP_MD5
-    )
-    return Path(path)
-
-
-def _how_to_get_weights(reason: str) -> str:
-    return (
-        f"VGG16 ImageNet weights are unavailable ({reason}).\n"
-        f"To fix this, put the file\n"
-        f"    {VGG16_NOTOP_FILE}\n"
-        f"into the Keras cache, i.e. at\n"
-        f"    {imagenet_cache_path()}\n"
-        f"(download it on a machine with internet from\n"
-        f"    {VGG16_NOTOP_URL} )\n"
-        f"or pass weights='/path/to/{VGG16_NOTOP_FILE}'."
     )
 
 
@@ -189,8 +151,13 @@ def _reinitialise(model: keras.Model, seed: int) -> None:
         layer.bias.assign(ops.zeros(tuple(layer.bias.shape)))
 
 
-def _set_head_weights(head: keras.Model, head_weights) -> None:
-    """Initialise ``head`` from a trained head model, a ``.weights.h5`` file or arrays."""
+def set_head_weights(model: keras.Model, head_weights) -> None:
+    """Give ``model``'s classifier (layer ``"head"``) the weights of a trained head, a file or arrays.
+
+    ``head_weights`` is a head trained alone on features (same architecture), a ``.weights.h5``
+    file of one, or its list of arrays.  The head's standardisation statistics come along.
+    """
+    head = model.get_layer("head")
     if isinstance(head_weights, keras.Model):
         head.set_weights(head_weights.get_weights())
     elif isinstance(head_weights, (str, os.PathLike)):
@@ -199,9 +166,19 @@ def _set_head_weights(head: keras.Model, head_weights) -> None:
         head.load_weights(str(head_weights))
     else:
         head.set_weights(list(head_weights))
+    head.get_layer("head_norm").finalize_state()  # Normalization computes its mean and variance here
 
 
 # --------------------------------------------------------------------------- compile
+
+
+def make_optimizer(name: str, learning_rate: float, **options) -> keras.optimizers.Optimizer:
+    """A Keras optimizer by name (``"adam"``, ``"sgd"``, ...) with the given learning rate."""
+    try:
+        kind = type(keras.optimizers.get(name))
+    except ValueError:
+        raise ValueError(f"optimizer {name!r} is not a Keras optimizer name (e.g. 'adam', 'sgd')") from None
+    return kind(learning_rate=learning_rate, **options)
 
 
 def compile_for(model: keras.Model, n_classes: int, optimizer) -> keras.Model:
@@ -240,9 +217,10 @@ def baseline_cnn(
     l2: float = 1e-4,
     filters: Sequence[int] = (16, 32, 64, 128, 256),
     hidden: int = 64,
+    optimizer: str = "adam",
     seed: int | None = None,
 ) -> Built:
-    """A small CNN trained from scratch (approach 1), compiled with Adam.
+    """A small CNN trained from scratch (approach 1), compiled with ``optimizer`` (Adam by default).
 
     Five blocks Conv(3x3)-BatchNorm-ReLU-MaxPool (five, so that the last features see a
     whole lesion, not a patch of texture), global average pooling, Dense(64), dropout,
@@ -279,7 +257,7 @@ def baseline_cnn(
     x = layers.Dropout(dropout, seed=_seed(seed, 101), name="dropout")(x)
     outputs = _output_layer(n_classes, _seed(seed, 102))(x)
     model = keras.Model(inputs, outputs, name="baseline_cnn")
-    compile_for(model, n_classes, keras.optimizers.Adam(learning_rate))
+    compile_for(model, n_classes, make_optimizer(optimizer, learning_rate))
     return Built(model, "random (trained from scratch)")
 
 
@@ -288,71 +266,32 @@ def baseline_cnn(
 
 def vgg16_base(
     input_shape: Sequence[int] = (224, 224, 3),
-    weights: str | os.PathLike | None = "imagenet",
+    weights: str | os.PathLike | WeightsSource | None = "imagenet",
     *,
     strict: bool = True,
     seed: int | None = None,
 ) -> tuple[keras.Model, str]:
     """VGG16's convolutional base (``include_top=False``) preceded by :class:`VGG16Preprocess`.
 
-    ``weights``:
+    ``weights`` is resolved by :func:`busutils.weights.resolve_vgg16_weights`: ``"imagenet"``
+    for the pre-trained ImageNet weights from ``$VGG16_WEIGHTS`` or Keras' cache and download
+    (random, with a loud warning, only when ``strict=False`` and neither is available), a
+    weights file, or ``None``/``"none"`` for random weights, reproducible when ``seed`` is given.
 
-    * ``"imagenet"`` -- through Keras' own download and cache, so the file already in
-      ``$KERAS_HOME/models/`` (see :func:`imagenet_cache_path`) works offline.  If it
-      can be neither found nor downloaded: ``strict=True`` raises
-      :class:`WeightsUnavailableError` saying which file to put where; ``strict=False``
-      warns loudly (:class:`RandomInitWarning`) and uses random weights.
-    * a path to a VGG16 notop weights file (``.h5`` as Keras distributes it, or a
-      Keras 3 ``.weights.h5``);
-    * ``None`` -- random initialisation (reproducible when ``seed`` is given).
-
-    Returns ``(base, weights_used)``; the base is trainable (callers freeze it) and its
-    layers keep VGG16's names (``block1_conv1`` ... ``block5_pool``).
+    Returns ``(base, description)``: the base is trainable (callers freeze it), its layers keep
+    VGG16's names (``block1_conv1`` ... ``block5_pool``), and the description says where the
+    weights came from, for results files and chapters.
     """
     shape = _check_image_shape(input_shape, min_size=32)
-    used: str
-    source: str | None
-    if weights is None:
-        source, used = None, "random"
-    elif isinstance(weights, str) and weights == "imagenet":
-        try:
-            source, used = str(_fetch_imagenet_weights()), "imagenet"
-        except Exception as err:  # no network, proxy, bad download... all end here
-            reason = f"{type(err).__name__}: {err}"
-            if len(reason) > 200:
-                reason = reason[:197] + "..."
-            if strict:
-                raise WeightsUnavailableError(
-                    _how_to_get_weights(reason)
-                    + "\nOr call with strict=False to continue with random weights "
-                    "(not transfer learning)."
-                ) from err
-            bar = "=" * 78
-            warnings.warn(
-                f"\n{bar}\nRANDOM INITIALISATION -- this VGG16 is NOT pre-trained.\n"
-                f"{_how_to_get_weights(reason)}\n"
-                "Results of this run are NOT transfer learning and are not comparable "
-                f"with the paper.\n{bar}",
-                RandomInitWarning,
-                stacklevel=2,
-            )
-            source, used = None, f"random (imagenet unavailable: {reason})"
-    else:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"VGG16 weights file not found: {path} "
-                f"(expected a VGG16 notop weights file such as {VGG16_NOTOP_FILE})"
-            )
-        source, used = str(path), f"file:{path.resolve()} (sha256 {file_hash(path)[:12]})"
-
+    source = weights if isinstance(weights, WeightsSource) else resolve_vgg16_weights(weights, strict=strict)
     inputs = keras.Input(shape=shape, name="image")
     x = VGG16Preprocess(name="vgg16_preprocess")(inputs)
-    vgg = keras.applications.VGG16(include_top=False, weights=source, input_tensor=x)
+    vgg = keras.applications.VGG16(include_top=False, weights=None, input_tensor=x)
+    description = load_into(vgg, source)
     base = keras.Model(inputs, vgg.outputs[0], name="vgg16_base")
-    if source is None and seed is not None:
+    if source.is_random and seed is not None:
         _reinitialise(base, seed)
-    return base, used
+    return base, description
 
 
 def classifier_head(
@@ -365,29 +304,52 @@ def classifier_head(
     seed: int | None = None,
     name: str = "head",
 ) -> keras.Model:
-    """The small dense classifier on VGG16 features (uncompiled).
+    """The small classifier on VGG16 features (uncompiled).
 
-    ``inputs_shape`` is one sample's feature shape: a feature map ``(h, w, c)`` gets
-    global average pooling first; pooled features ``(c,)`` go straight to
-    ``Dense(hidden, relu) -> Dropout -> output``.  Train it alone on precomputed
-    bottleneck features (compile it with :func:`compile_for`), or use it inside
-    :func:`vgg16_transfer` / :func:`vgg16_finetune`; both forms have the same weights.
+    ``inputs_shape`` is one sample's feature shape: a feature map ``(h, w, c)`` gets global
+    average pooling first; pooled features ``(c,)`` go straight on.  Then a standardisation
+    (``Normalization``: call ``adapt`` on the training features before training), a dense layer
+    of ``hidden`` units (none when ``hidden=0``: a linear classifier), dropout and the output.
+    Train it alone on precomputed features, or inside :func:`vgg16_transfer` /
+    :func:`vgg16_finetune`: both forms have the same weights.
     """
     shape = tuple(int(s) for s in inputs_shape)
     if len(shape) not in (1, 3):
         raise ValueError(f"inputs_shape must be (h, w, c) or (c,), got {inputs_shape}")
+    if hidden < 0:
+        raise ValueError(f"hidden must be >= 0, got {hidden}")
     inputs = keras.Input(shape=shape, name=f"{name}_features")
     x = layers.GlobalAveragePooling2D(name=f"{name}_gap")(inputs) if len(shape) == 3 else inputs
-    x = layers.Dense(
-        hidden,
-        activation="relu",
-        kernel_initializer=keras.initializers.HeNormal(seed=_seed(seed, 0)),
-        kernel_regularizer=_regulariser(l2),
-        name=f"{name}_dense",
-    )(x)
+    x = layers.Normalization(name=f"{name}_norm")(x)
+    if hidden:
+        x = layers.Dense(
+            hidden,
+            activation="relu",
+            kernel_initializer=keras.initializers.HeNormal(seed=_seed(seed, 0)),
+            kernel_regularizer=_regulariser(l2),
+            name=f"{name}_dense",
+        )(x)
     x = layers.Dropout(dropout, seed=_seed(seed, 1), name=f"{name}_dropout")(x)
-    outputs = _output_layer(n_classes, _seed(seed, 2), name=f"{name}_output")(x)
+    # A linear classifier carries the weight decay on its output layer.
+    outputs = _output_layer(n_classes, _seed(seed, 2), name=f"{name}_output", l2=0.0 if hidden else l2)(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def finetune_layer_names(layers_to_train: str | Sequence[str]) -> tuple[str, ...]:
+    """The VGG16 layers fine-tuning trains: ``"block5"`` (its three conv layers), a layer name, or names."""
+    if isinstance(layers_to_train, str):
+        return BLOCK5 if layers_to_train == "block5" else (layers_to_train,)
+    return tuple(layers_to_train)
+
+
+def frozen_until(layers_to_train: str | Sequence[str]) -> str:
+    """The last frozen VGG16 layer before the first one fine-tuning trains (whose output can be cached)."""
+    names = finetune_layer_names(layers_to_train)
+    order = [name for name in VGG16_LAYERS if name in names]
+    if len(order) != len(names):
+        unknown = sorted(set(names) - set(VGG16_LAYERS))
+        raise ValueError(f"unknown VGG16 layer(s) {unknown}; layers are {', '.join(VGG16_LAYERS)}")
+    return VGG16_LAYERS[VGG16_LAYERS.index(order[0]) - 1]
 
 
 def _vgg16_with_head(
@@ -419,24 +381,25 @@ def vgg16_transfer(
     input_shape: Sequence[int] = (224, 224, 3),
     n_classes: int = 2,
     *,
-    weights: str | os.PathLike | None = "imagenet",
+    weights: str | os.PathLike | WeightsSource | None = "imagenet",
     strict: bool = True,
     learning_rate: float = 1e-3,
     hidden: int = 256,
     dropout: float = 0.5,
     l2: float = 1e-4,
+    optimizer: str = "adam",
     seed: int | None = None,
 ) -> Built:
-    """Frozen VGG16 base + :func:`classifier_head`, compiled with Adam (approach 2).
+    """Frozen VGG16 base + :func:`classifier_head`, compiled with ``optimizer`` (approach 2).
 
-    Only the head trains.  Training the head on precomputed features
-    (:func:`feature_extractor`) is the same model and far cheaper on a CPU.
+    Only the head trains: on features computed once per image (see :mod:`busutils.experiment`),
+    which is the same model and far cheaper than running VGG16 at every epoch.
     """
     built = _vgg16_with_head(
         "vgg16_transfer", input_shape, n_classes, weights=weights, strict=strict,
         hidden=hidden, dropout=dropout, l2=l2, seed=seed, trainable=(),
     )
-    compile_for(built.model, n_classes, keras.optimizers.Adam(learning_rate))
+    compile_for(built.model, n_classes, make_optimizer(optimizer, learning_rate))
     return built
 
 
@@ -444,7 +407,7 @@ def vgg16_finetune(
     input_shape: Sequence[int] = (224, 224, 3),
     n_classes: int = 2,
     *,
-    weights: str | os.PathLike | None = "imagenet",
+    weights: str | os.PathLike | WeightsSource | None = "imagenet",
     strict: bool = True,
     learning_rate: float = 1e-4,
     momentum: float = 0.9,
@@ -452,24 +415,25 @@ def vgg16_finetune(
     dropout: float = 0.5,
     l2: float = 1e-4,
     seed: int | None = None,
+    trainable_layers: str | Sequence[str] = "block5",
     head_weights=None,
 ) -> Built:
-    """VGG16 with blocks 1-4 frozen and block 5 trainable, + head, compiled with SGD (approach 3).
+    """VGG16 with ``trainable_layers`` trainable, all else frozen, + head, compiled with SGD (approach 3).
 
+    ``trainable_layers`` is ``"block5"`` (its three conv layers: the Keras fine-tuning recipe)
+    or ``"block5_conv3"`` (the last conv layer only: the paper's words read literally).
     ``head_weights`` (a trained head model, a ``.weights.h5`` file of one, or its list of
-    arrays) initialises the head -- the recipe of the paper and of Chollet: train the head
-    on bottleneck features first, so that fine-tuning does not start from a random head
-    whose large gradients would wreck the pre-trained block 5.
+    arrays) initialises the head: train the head on bottleneck features first, so that
+    fine-tuning does not start from a random head whose large gradients would wreck the
+    pre-trained layers.
     """
     built = _vgg16_with_head(
         "vgg16_finetune", input_shape, n_classes, weights=weights, strict=strict,
-        hidden=hidden, dropout=dropout, l2=l2, seed=seed, trainable=FINETUNE_LAYERS,
+        hidden=hidden, dropout=dropout, l2=l2, seed=seed, trainable=finetune_layer_names(trainable_layers),
     )
     if head_weights is not None:
-        _set_head_weights(built.model.get_layer("head"), head_weights)
-    compile_for(
-        built.model, n_classes, keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
-    )
+        set_head_weights(built.model, head_weights)
+    compile_for(built.model, n_classes, make_optimizer("sgd", learning_rate, momentum=momentum))
     return built
 
 
@@ -485,52 +449,33 @@ def build_model(
     return _FACTORIES[name](input_shape, n_classes, **kwargs)
 
 
-# --------------------------------------------------------------------------- feature caching
+# --------------------------------------------------------------------------- parts of a model
 
 
-def feature_extractor(
-    model: keras.Model, *, layer: str = "block5_pool", pooling: str | None = None
-) -> keras.Model:
-    """The frozen part of a VGG16 model (preprocessing included) up to ``layer``.
+def chain(model: keras.Model, *, after: str | None = None, until: str | None = None) -> keras.Model:
+    """The layers of a chain-shaped ``model`` strictly after ``after`` up to ``until`` (inclusive).
 
-    Works on :func:`vgg16_base` and on the full transfer / fine-tune models.  Use it to
-    precompute bottleneck features once (``extractor.predict(images)``) and train
-    :func:`classifier_head` on them.  ``pooling="avg"`` returns pooled ``(n, c)`` features
-    (smaller to store; the head's weights are the same either way).  The extractor holds
-    a frozen copy of the weights, so ``model`` itself is left as it was.
+    The part shares its weights with ``model``, so training it trains ``model``.  With
+    ``front = chain(m, until="block4_pool")`` and ``back = chain(m, after="block4_pool")``,
+    ``back(front(x)) == m(x)``: the frozen front's outputs can be computed once and cached
+    while the back trains.  ``None`` means the model's input (``after``) or output (``until``).
+    Only for models that are a single chain of layers, as all models here are.
     """
-    x = model.get_layer(layer).output
-    if pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="features_gap")(x)
-    elif pooling is not None:
-        raise ValueError(f"pooling must be None or 'avg', got {pooling!r}")
-    shared = keras.Model(model.input, x, name=f"features_{layer}")
-    # A copy, frozen: freezing ``shared`` itself would also freeze those layers in ``model``
-    # (e.g. block 5 of a fine-tune model).
-    extractor = keras.models.clone_model(shared)
-    extractor.set_weights(shared.get_weights())
-    extractor.trainable = False
-    return extractor
-
-
-def split_at(model: keras.Model, layer: str) -> tuple[keras.Model, keras.Model]:
-    """Split a chain-shaped model after ``layer`` into ``(front, back)`` sharing its weights.
-
-    ``back(front(x)) == model(x)``.  For a fine-tune model, ``split_at(model, "block4_pool")``
-    separates the frozen part (whose outputs can be cached) from the trainable block 5 +
-    head.  Only for models that are a single chain of layers, as all models here are.
-    """
-    names = [l.name for l in model.layers]
-    if layer not in names:
-        raise ValueError(f"model {model.name!r} has no layer {layer!r}")
-    cut = model.get_layer(layer)
-    front = keras.Model(model.input, cut.output, name=f"{model.name}_to_{layer}")
-    inputs = keras.Input(shape=tuple(cut.output.shape[1:]), name=f"{layer}_features")
-    x = inputs
-    for later in model.layers[names.index(layer) + 1:]:
-        x = later(x)
-    back = keras.Model(inputs, x, name=f"{model.name}_after_{layer}")
-    return front, back
+    names = [layer.name for layer in model.layers]
+    for name in (after, until):
+        if name is not None and name not in names:
+            raise ValueError(f"model {model.name!r} has no layer {name!r}")
+    first = 1 if after is None else names.index(after) + 1
+    last = len(names) - 1 if until is None else names.index(until)
+    if last < first:
+        raise ValueError(f"layer {until!r} comes before the layer after {after!r} in {model.name!r}")
+    if after is None:
+        inputs = x = model.input
+    else:
+        inputs = x = keras.Input(shape=tuple(model.get_layer(after).output.shape[1:]), name=f"{after}_output")
+    for layer in model.layers[first:last + 1]:
+        x = layer(x)
+    return keras.Model(inputs, x, name=f"{model.name}_{after or 'input'}_to_{until or 'output'}")
 
 
 def layer_table(model: keras.Model):

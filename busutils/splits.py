@@ -46,15 +46,21 @@ def assign_folds(labels: np.ndarray, groups: np.ndarray | None = None, *, n_spli
 def group_train_test_split(
     labels: np.ndarray, groups: np.ndarray | None = None, *, test_size: float = 0.3, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Train and test indices, stratified, groups kept whole.
+    """Train and test indices, stratified, groups kept whole, the test part ``test_size`` of the data.
 
-    The test part is one fold of ``round(1 / test_size)`` folds, so ``test_size=0.3`` (the
-    paper's 70/30) gives a test part of about a third.
+    The data are cut into ``d`` stratified, group-aware folds, ``d`` the smallest number of
+    folds (up to 20) of which ``test_size`` is a whole number, and ``test_size * d`` of them form
+    the test part: 3 of 10 for the paper's 70/30.
     """
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must be between 0 and 1, got {test_size}")
-    n_splits = max(2, round(1 / test_size))
-    return group_kfold(labels, groups, n_splits=n_splits, seed=seed)[0]
+    labels, groups = _check(labels, groups)
+    whole = [d for d in range(2, 21) if abs(test_size * d - round(test_size * d)) < 1e-9]
+    n_splits = min(whole[0] if whole else 20, len(np.unique(groups)))
+    n_test = min(n_splits - 1, max(1, round(test_size * n_splits)))
+    folds = group_kfold(labels, groups, n_splits=n_splits, seed=seed)
+    test = np.sort(np.concatenate([folds[k][1] for k in range(n_test)]))
+    return np.setdiff1d(np.arange(len(labels)), test), test
 
 
 def check_disjoint(groups: np.ndarray, first: np.ndarray, second: np.ndarray) -> None:

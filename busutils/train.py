@@ -1,10 +1,9 @@
-"""Training: seeds, input pipelines, class weights, early stopping and best-epoch checkpoints.
+"""Training: seeds, input pipelines, class weights, early stopping and best-epoch selection.
 
-Training works on any compiled Keras model and on either images or precomputed features
-(e.g. VGG16 "bottleneck" features), so the same :func:`fit` trains the baseline CNN, a
-classifier head on cached features, and the fine-tuned VGG16.  Class imbalance is handled
-with class weights ("balanced", inversely proportional to class frequency), not by
-resampling, so every epoch sees every training image once.
+:func:`fit` trains any compiled Keras model -- the baseline CNN on images, a classifier head on
+precomputed VGG16 features, block 5 of VGG16 on cached activations -- with the same rules:
+class weights ("balanced", inversely proportional to class frequency) rather than resampling,
+model selection on the validation part only, and a record of what really ran.
 """
 
 from __future__ import annotations
@@ -63,7 +62,12 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
 ):
-    """A ``tf.data`` pipeline of batches; ``augmentation`` (training data only) is applied per batch."""
+    """A ``tf.data`` pipeline of batches; ``augmentation`` (training data only) is applied per batch.
+
+    ``x`` may be greyscale ``uint8`` images ``(n, h, w)``: they stay compact in memory and are
+    turned into the float32 RGB the models take batch by batch, in parallel, while the model
+    trains on the previous batch (prefetch).
+    """
     import tensorflow as tf
 
     if len(x) != len(y):
@@ -72,25 +76,74 @@ def make_dataset(
     if shuffle:
         data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     data = data.batch(batch_size)
+    if np.asarray(x).ndim == 3:
+        data = data.map(lambda images, labels: (tf.repeat(tf.cast(images, tf.float32)[..., None], 3, axis=-1), labels),
+                        num_parallel_calls=tf.data.AUTOTUNE)
     if augmentation is not None:
         # Sequential map: the random layers keep their seeded state, so runs repeat exactly.
         data = data.map(lambda images, labels: (augmentation(images, training=True), labels))
-    return data.prefetch(2)
+    return data.prefetch(tf.data.AUTOTUNE)
+
+
+class CopiesSequence(keras.utils.PyDataset):
+    """Training batches from ``copies`` of every item: each epoch shows one copy of each.
+
+    ``x`` has shape ``(n, k, ...)`` -- e.g. cached VGG16 activations of ``k`` augmented copies
+    of ``n`` training images.  Epoch ``e`` takes copy ``(offset_i + e) mod k`` of item ``i``
+    (random offsets, fixed by ``seed``), so every copy is used in turn, in a fresh order.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int = 0):
+        super().__init__()
+        if len(x) != len(y) or x.ndim < 2:
+            raise ValueError(f"x must have shape (n, copies, ...) with n = len(y); got {x.shape} for {len(y)} labels")
+        self.x, self.labels, self.batch_size = x, np.asarray(y), batch_size
+        self.rng = np.random.default_rng(seed)
+        self.offsets = self.rng.integers(x.shape[1], size=len(y))
+        self.epoch = 0
+        self._shuffle()
+
+    def _shuffle(self) -> None:
+        self.order = self.rng.permutation(len(self.labels))
+        self.copy = (self.offsets + self.epoch) % self.x.shape[1]
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        return self.x[rows, self.copy[rows]].astype(np.float32), self.labels[rows]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._shuffle()
 
 
 @dataclass
 class TrainResult:
-    """What a training run produced: per-epoch history, the best epoch and how long it took."""
+    """What a training run produced: per-epoch history, the epoch kept, how long it took.
+
+    ``best_epoch`` is 1-based; 0 means that no epoch beat the model as it was before training
+    (see ``keep_initial`` in :func:`fit`), which was therefore kept.
+    """
 
     history: dict[str, list[float]]
-    best_epoch: int  # 1-based epoch whose weights the model now holds
+    best_epoch: int
     monitor: str
     seconds: float
+    max_epochs: int
     class_weight: dict[int, float] | None = None
+    initial_score: float | None = None  # validation score before training, when it was a candidate
     epochs_run: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.epochs_run = len(next(iter(self.history.values()), []))
+
+    def summary(self) -> dict:
+        """The facts a results file records about this stage."""
+        return {"max_epochs": self.max_epochs, "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
+                "monitor": self.monitor, "initial_score": self.initial_score, "class_weight": self.class_weight,
+                "seconds": round(self.seconds, 2), "history": self.history}
 
 
 def _monitor_for(model: keras.Model) -> tuple[str, str]:
@@ -100,84 +153,103 @@ def _monitor_for(model: keras.Model) -> tuple[str, str]:
     return "val_loss", "min"
 
 
+def _batches(data, batch_size: int):
+    """``(x, y)`` arrays as a dataset of batches; anything else (a PyDataset, a tf.data pipeline) as it is."""
+    if isinstance(data, tuple):
+        return make_dataset(data[0], data[1], batch_size=batch_size)
+    return data
+
+
 def fit(
     model: keras.Model,
-    train: tuple[np.ndarray, np.ndarray],
+    train,
     val: tuple[np.ndarray, np.ndarray],
     *,
     epochs: int,
     batch_size: int,
     augmentation: keras.Layer | None = None,
-    patience: int = 8,
+    patience: int | None = 8,
+    restore_best: bool = True,
+    keep_initial: bool = False,
     reduce_lr_patience: int | None = None,
     monitor: str | None = None,
     balance_classes: bool = True,
-    checkpoint: str | Path | None = None,
     seed: int = 0,
     verbose: int | str = 2,
 ) -> TrainResult:
-    """Train ``model`` with early stopping on the validation data and keep its best epoch.
+    """Train ``model`` and keep its best validation epoch.
 
-    The model ends holding the weights of the best validation epoch (validation AUC for binary
-    tasks, validation loss otherwise); they are also saved to ``checkpoint`` (a ``.keras``
-    file) when given.  ``augmentation`` is applied to the training batches only.  With
-    ``reduce_lr_patience``, the learning rate halves after that many epochs without progress.
-    ``monitor`` overrides the validation quantity that selects the best epoch (e.g. "val_loss").
+    ``train`` is ``(x, y)`` arrays (shuffled each epoch, ``augmentation`` applied to its batches)
+    or a :class:`CopiesSequence`.  The model is selected on ``val`` only: validation AUC for
+    binary tasks, validation loss otherwise (or ``monitor``).  ``patience``: stop after that many
+    epochs without progress (``None``: run every epoch).  ``restore_best``: end with the weights
+    of the best epoch, else of the last.  ``keep_initial``: the model as it was before training
+    is a candidate too (fine-tuning must not report a model worse than its starting point).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
-    x_train, y_train = train
+    if isinstance(train, tuple):
+        x_train, y_train = train
+        train_data = make_dataset(x_train, y_train, batch_size=batch_size, augmentation=augmentation,
+                                  shuffle=True, seed=seed)
+    else:
+        y_train, train_data = train.labels, train
     n_classes = max(2, int(model.outputs[0].shape[-1]))
     weights = class_weights(y_train, n_classes) if balance_classes else None
     if monitor is None:
         monitor, mode = _monitor_for(model)
     else:
         mode = "min" if monitor.endswith("loss") else "max"
-    tmp_dir = None
-    if checkpoint is None:
-        tmp_dir = tempfile.TemporaryDirectory(prefix="busutils-ckpt-")
-        checkpoint = Path(tmp_dir.name) / "best.keras"
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode=mode, save_best_only=True),
-    ]
+    val_data = _batches(val, batch_size)
+    initial_score, initial_weights = None, None
+    if keep_initial:
+        scores = model.evaluate(val_data, verbose=0, return_dict=True)
+        initial_score, initial_weights = float(scores[monitor.removeprefix("val_")]), model.get_weights()
+    callbacks = [keras.callbacks.EarlyStopping(
+        monitor=monitor, mode=mode, patience=epochs if patience is None else patience,
+        restore_best_weights=restore_best)]
     if reduce_lr_patience:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
                                                            patience=reduce_lr_patience, min_lr=1e-5))
     start = time.perf_counter()
-    try:
-        history = model.fit(
-            make_dataset(x_train, y_train, batch_size=batch_size, augmentation=augmentation, shuffle=True, seed=seed),
-            validation_data=make_dataset(val[0], val[1], batch_size=batch_size),
-            epochs=epochs,
-            class_weight=weights,
-            callbacks=callbacks,
-            shuffle=False,  # the tf.data pipeline shuffles, seeded
-            verbose=verbose,
-        ).history
-    finally:
-        if tmp_dir is not None:
-            tmp_dir.cleanup()
-    scores = history[monitor]
-    best = int(np.nanargmax(scores) if mode == "max" else np.nanargmin(scores))
+    history = model.fit(train_data, validation_data=val_data, epochs=epochs, class_weight=weights,
+                        callbacks=callbacks, shuffle=False, verbose=verbose).history
+    scores = np.asarray(history[monitor], dtype=float)
+    best = int(np.nanargmax(scores) if mode == "max" else np.nanargmin(scores)) + 1 if restore_best else len(scores)
+    if initial_score is not None:
+        chosen = scores[best - 1]
+        if (mode == "max" and not chosen > initial_score) or (mode == "min" and not chosen < initial_score):
+            model.set_weights(initial_weights)
+            best = 0
     return TrainResult(
         history={k: [float(v) for v in vals] for k, vals in history.items()},
-        best_epoch=best + 1,
+        best_epoch=best,
         monitor=monitor,
         seconds=time.perf_counter() - start,
+        max_epochs=epochs,
         class_weight=weights,
+        initial_score=initial_score,
     )
 
 
 def predict_scores(model: keras.Model, x: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
     """Predicted probabilities: shape ``(n,)`` (malignant) for binary models, ``(n, k)`` otherwise."""
-    scores = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+    scores = extract_features(model, x, batch_size=batch_size).astype(np.float64)
     return scores[:, 0] if scores.shape[-1] == 1 else scores
 
 
 def extract_features(extractor: keras.Model, x: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
-    """Run a frozen feature extractor once over ``x`` (e.g. VGG16's bottleneck features)."""
-    return np.asarray(extractor.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+    """Run a frozen part of a network once over ``x`` (float32 results, whatever the precision).
+
+    ``x`` may be greyscale ``uint8`` images ``(n, h, w)``, converted batch by batch (so that
+    thousands of images never sit in memory as float32).  Runs eagerly, batch by batch: the
+    convolutions dominate, and no graph is traced for a model that runs once.
+    """
+    x = np.asarray(x)
+    prepare = to_model_input if x.ndim == 3 else (lambda batch: batch.astype(np.float32))
+    batches = [keras.ops.convert_to_numpy(extractor(prepare(x[i:i + batch_size]), training=False))
+               for i in range(0, len(x), batch_size)]
+    return np.concatenate(batches).astype(np.float32) if batches else np.zeros((0,), np.float32)
 
 
 def save_model_atomic(model: keras.Model, path: str | Path) -> Path:

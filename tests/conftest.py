@@ -13,6 +13,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Keras reads KERAS_HOME once, at import: point it at an empty folder before any test imports
 # Keras, so that a developer's cached ImageNet weights never make an "offline" test pass.
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="busutils-keras-home-")
+# Activations computed by tests go to a fresh cache, never into a reader's.
+os.environ["BUSUTILS_CACHE"] = tempfile.mkdtemp(prefix="busutils-cache-")
+# The real VGG16 weights (CI sets VGG16_WEIGHTS) are for the tests that ask for them only.
+REAL_VGG16_WEIGHTS = os.environ.pop("VGG16_WEIGHTS", "")
 
 
 class NetworkBlocked(RuntimeError):
@@ -29,6 +33,16 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.fixture
+def vgg16_weights():
+    """The real ImageNet VGG16 no-top weights file, or skip when ``VGG16_WEIGHTS`` was unset."""
+    if not REAL_VGG16_WEIGHTS:
+        pytest.skip("VGG16_WEIGHTS is not set: tests of the real pre-trained weights need the file")
+    if not os.path.isfile(REAL_VGG16_WEIGHTS):
+        pytest.skip(f"VGG16_WEIGHTS={REAL_VGG16_WEIGHTS} is not a file")
+    return REAL_VGG16_WEIGHTS
 
 
 @pytest.fixture

@@ -16,16 +16,15 @@ import pytest
 from busutils import models
 from busutils.models import (
     MODEL_NAMES,
-    RandomInitWarning,
     VGG16Preprocess,
-    WeightsUnavailableError,
+    VGG16_LAYERS,
     baseline_cnn,
     build_model,
+    chain,
     classifier_head,
     compile_for,
-    feature_extractor,
-    imagenet_cache_path,
-    split_at,
+    frozen_until,
+    set_head_weights,
     vgg16_base,
     vgg16_finetune,
     vgg16_transfer,
@@ -141,90 +140,6 @@ def test_too_small_input_is_rejected():
         vgg16_base((16, 16, 3), weights=None)
 
 
-# --------------------------------------------------------------------------- weights sources
-
-
-def _vgg_notop(size: int = 32) -> keras.Model:
-    return keras.applications.VGG16(include_top=False, weights=None, input_shape=(size, size, 3))
-
-
-def _assert_same_weights(a: keras.Model, b: keras.Model) -> None:
-    wa, wb = a.get_weights(), b.get_weights()
-    assert len(wa) == len(wb) == 26
-    for x, y in zip(wa, wb):
-        np.testing.assert_array_equal(x, y)
-
-
-def test_local_weights_file_keras3_format(tmp_path):
-    reference = _vgg_notop()
-    path = tmp_path / "vgg16_notop.weights.h5"
-    reference.save_weights(path)
-    base, used = vgg16_base((32, 32, 3), weights=str(path))
-    _assert_same_weights(reference, base)
-    assert used.startswith(f"file:{path.resolve()} (sha256 ")
-    # the full models load it too, and report it
-    model, used2 = vgg16_finetune((32, 32, 3), 2, weights=path)
-    assert used2 == used
-    np.testing.assert_array_equal(
-        model.get_layer("block1_conv1").get_weights()[0], reference.get_layer("block1_conv1").get_weights()[0]
-    )
-
-
-def _save_legacy_h5(model: keras.Model, path: Path) -> None:
-    """Write weights in the legacy HDF5 layout of the ImageNet file Keras distributes."""
-    h5py = pytest.importorskip("h5py")
-    try:
-        from keras.src.legacy.saving import legacy_h5_format
-    except ImportError:  # pragma: no cover
-        pytest.skip("this Keras cannot write legacy HDF5 weights")
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, model)
-
-
-def test_local_weights_file_legacy_h5_format(tmp_path):
-    """The ImageNet file Keras distributes is a legacy HDF5 weights file: that works too."""
-    reference = _vgg_notop()
-    path = tmp_path / "vgg16_notop.h5"
-    _save_legacy_h5(reference, path)
-    base, used = vgg16_base((48, 48, 3), weights=path)  # weights do not depend on the size
-    _assert_same_weights(reference, base)
-    assert used.startswith("file:")
-
-
-def test_missing_weights_file_names_the_path(tmp_path):
-    missing = tmp_path / "nope.h5"
-    with pytest.raises(FileNotFoundError, match="nope.h5"):
-        vgg16_base((32, 32, 3), weights=missing)
-
-
-def test_offline_imagenet_strict_says_which_file_to_put_where():
-    cache = imagenet_cache_path()
-    assert str(cache).startswith(os.environ["KERAS_HOME"])  # the empty folder from conftest
-    with pytest.raises(WeightsUnavailableError) as info:
-        vgg16_base((32, 32, 3), weights="imagenet", strict=True)
-    message = str(info.value)
-    assert str(cache) in message
-    assert models.VGG16_NOTOP_URL in message
-
-
-def test_offline_imagenet_not_strict_warns_and_uses_random_weights():
-    with pytest.warns(RandomInitWarning, match="RANDOM INITIALISATION"):
-        model, used = vgg16_transfer((32, 32, 3), 2, weights="imagenet", strict=False, seed=0)
-    assert used.startswith("random (imagenet unavailable")
-    assert model.output_shape == (None, 1)
-
-
-def test_imagenet_from_keras_cache_works_offline(tmp_path, monkeypatch):
-    """A weights file already in the Keras cache is used without any download."""
-    reference = _vgg_notop()
-    cached = tmp_path / models.VGG16_NOTOP_FILE
-    _save_legacy_h5(reference, cached)
-    monkeypatch.setattr(models, "_fetch_imagenet_weights", lambda: cached)
-    base, used = vgg16_base((32, 32, 3), weights="imagenet")
-    assert used == "imagenet"
-    _assert_same_weights(reference, base)
-
-
 # --------------------------------------------------------------------------- layers and saving
 
 
@@ -261,45 +176,61 @@ def test_same_seed_gives_identical_initial_weights(name):
     assert any(not np.array_equal(x, z) for x, z in zip(a, c))
 
 
-# --------------------------------------------------------------------------- bottleneck features
+# --------------------------------------------------------------------------- parts of a model
 
 
-def test_head_on_features_equals_full_model():
-    """Train-on-bottleneck-features recipe: features -> head == the full fine-tune model."""
-    base, _ = vgg16_base((48, 48, 3), weights=None, seed=0)
-    extractor = feature_extractor(base, pooling="avg")
-    assert not extractor.trainable_weights
+def test_head_on_pooled_features_equals_full_model():
+    """Train-on-bottleneck-features recipe: pooled features -> head == the full fine-tune model."""
+    model = vgg16_finetune((48, 48, 3), 2, weights="none", seed=0).model
+    pooled = chain(model, until="block5_pool")
     x = _images(3, 48)
-    features = extractor.predict(x, verbose=0)
+    features = keras.ops.convert_to_numpy(pooled(x)).mean(axis=(1, 2))
     assert features.shape == (3, 512)
-
-    head = compile_for(classifier_head(features.shape[1:], 2, seed=1), 2, "adam")
-    head.fit(features, np.array([0, 1, 0]), epochs=1, verbose=0)
-    model = vgg16_finetune((48, 48, 3), 2, weights=None, seed=0, head_weights=head).model
+    head = classifier_head(features.shape[1:], 2, seed=1)
+    head.get_layer("head_norm").adapt(features)
+    compile_for(head, 2, "adam").fit(features, np.array([0, 1, 0]), epochs=1, verbose=0)
+    set_head_weights(model, head)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(model(x, training=False)),
         keras.ops.convert_to_numpy(head(features, training=False)),
         rtol=1e-5, atol=1e-6,
     )
-    # the 4D feature map works as head input too
-    fmap = feature_extractor(model).predict(x, verbose=0)
-    assert fmap.shape == (3, 1, 1, 512)
-    assert classifier_head(fmap.shape[1:], 3)(fmap).shape == (3, 3)
 
 
-def test_split_at_reproduces_the_model():
-    model = vgg16_finetune((32, 32, 3), 2, weights=None, seed=0).model
-    front, back = split_at(model, "block4_pool")
+def test_linear_head_has_no_hidden_layer_and_decays_its_output():
+    head = classifier_head((16,), 2, hidden=0, l2=1e-3, seed=0)
+    assert [layer.name for layer in head.layers if layer.weights] == ["head_norm", "head_output"]
+    assert head.get_layer("head_output").kernel_regularizer is not None
+    assert classifier_head((16,), 2, hidden=8).get_layer("head_output").kernel_regularizer is None
+
+
+@pytest.mark.parametrize("trained", ["block5", "block5_conv3"])
+def test_chain_reproduces_the_model_and_shares_its_weights(trained):
+    model = vgg16_finetune((32, 32, 3), 2, weights="none", seed=0, trainable_layers=trained).model
+    cut = frozen_until(trained)
+    front, back = chain(model, until=cut), chain(model, after=cut)
     assert not front.trainable_weights
-    assert _trainable_paths(back) == BLOCK5_WEIGHTS | HEAD_WEIGHTS
+    assert _trainable_paths(back) == _trainable_paths(model)
     x = _images(2, 32)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(back(front(x), training=False)),
         keras.ops.convert_to_numpy(model(x, training=False)),
         rtol=1e-5, atol=1e-6,
     )
-    with pytest.raises(ValueError):
-        split_at(model, "no_such_layer")
+    back.get_layer("block5_conv3").kernel.assign(np.zeros(back.get_layer("block5_conv3").kernel.shape))
+    assert not np.any(keras.ops.convert_to_numpy(model.get_layer("block5_conv3").kernel))
+    with pytest.raises(ValueError, match="no_such_layer"):
+        chain(model, until="no_such_layer")
+
+
+def test_fine_tuning_the_last_layer_only_caches_up_to_block5_conv2():
+    assert VGG16_LAYERS[0] == "block1_conv1" and VGG16_LAYERS[-1] == "block5_pool" and len(VGG16_LAYERS) == 18
+    assert frozen_until("block5") == "block4_pool"
+    assert frozen_until("block5_conv3") == "block5_conv2"
+    model = vgg16_finetune((32, 32, 3), 2, weights="none", seed=0, trainable_layers="block5_conv3").model
+    assert {p.split("/")[0] for p in _trainable_paths(model)} == {"block5_conv3", "head_dense", "head_output"}
+    with pytest.raises(ValueError, match="block9"):
+        frozen_until(("block9_conv1",))
 
 
 # --------------------------------------------------------------------------- other backends
@@ -355,14 +286,3 @@ def test_models_train_on_jax_backend(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "JAX OK" in result.stdout
-
-
-def test_feature_extractor_leaves_the_fine_tune_model_trainable():
-    model = vgg16_finetune((32, 32, 3), 2, weights=None, seed=0).model
-    before = _trainable_paths(model)
-    extractor = feature_extractor(model)
-    assert not extractor.trainable_weights
-    assert _trainable_paths(model) == before == BLOCK5_WEIGHTS | HEAD_WEIGHTS
-    x = _images(2, 32)
-    front, _ = split_at(model, "block5_pool")
-    np.testing.assert_allclose(extractor.predict(x, verbose=0), front.predict(x, verbose=0), rtol=1e-5)

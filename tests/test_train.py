@@ -5,17 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import keras
+
+from busutils import profiles
 from busutils.data import phantom_dataset
 from busutils.experiment import split_dataset, train_model
-from busutils.models import WeightsUnavailableError, baseline_cnn, classifier_head, compile_for
+from busutils.models import baseline_cnn, classifier_head, compile_for
 from busutils.profiles import PROFILES, get_profile
 from busutils.splits import check_disjoint
-from busutils.train import class_weights, fit, make_dataset, predict_scores, save_model_atomic, set_seed, to_model_input
+from busutils.train import (CopiesSequence, class_weights, fit, make_dataset, predict_scores, save_model_atomic,
+                            set_seed, to_model_input)
+from busutils.weights import RandomInitWarning, WeightsUnavailableError
 
 
 def tiny_profile(**overrides):
     return get_profile("quick", **{"image_size": 48, "epochs": 3, "batch_size": 16, "patience": 2, "n_boot": 50,
-                                   "finetune_epochs": 1, **overrides})
+                                   "augment_copies": 2, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -23,16 +28,35 @@ def tiny_data():
     return phantom_dataset(90, image_size=48, seed=5)
 
 
-def test_profiles_hold_the_papers_settings():
+def test_the_paper_profile_follows_the_paper_where_it_is_explicit():
     paper = PROFILES["paper"]
-    assert (paper.image_size, paper.batch_size, paper.epochs, paper.learning_rate) == (224, 20, 50, 1e-3)
-    assert paper.augmentation == "paper" and paper.strict_weights and paper.weights == "imagenet"
+    # Section III and III.A: 50 epochs, batch 20, learning rate 0.001, a 70/30 split, 24 times the data
+    assert (paper.baseline_epochs, paper.batch_size, paper.baseline_learning_rate) == (50, 20, 1e-3)
+    assert (paper.test_size, paper.augment_copies, paper.augmentation) == (0.3, 24, "paper")
+    assert paper.patience is None  # no early stopping: all 50 epochs run
+    assert paper.strict_weights and paper.weights == "imagenet"
     assert not PROFILES["quick"].strict_weights
     with pytest.raises(ValueError, match="profile='fast'"):
         get_profile("fast")
     with pytest.raises(ValueError, match="unknown profile setting"):
         get_profile("quick", epoch=3)
-    assert get_profile("quick", epochs=None).epochs == PROFILES["quick"].epochs
+
+
+def test_epochs_caps_every_training_stage():
+    capped = get_profile("quick", epochs=2)
+    assert (capped.baseline_epochs, capped.head_epochs, capped.finetune_epochs) == (2, 2, 2)
+    assert get_profile("quick", epochs=None) == PROFILES["quick"]
+    with pytest.raises(ValueError, match="at least 1"):
+        get_profile("quick", epochs=0)
+
+
+def test_no_profile_means_paper_on_a_gpu_and_quick_on_a_cpu(monkeypatch):
+    from busutils import precision
+
+    monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: [(7, 5)])
+    assert get_profile(None).name == "paper"
+    monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: [])
+    assert get_profile(None).name == "quick"
 
 
 def test_to_model_input_and_class_weights():
@@ -60,6 +84,29 @@ def test_pipeline_augments_training_batches_only():
     assert calls and all(calls)
 
 
+def test_pipeline_turns_compact_greyscale_into_model_input():
+    x = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4)
+    images, _ = next(iter(make_dataset(x, np.array([0, 1]), batch_size=2)))
+    np.testing.assert_array_equal(images.numpy(), to_model_input(x))
+
+
+def test_copies_sequence_shows_one_copy_of_each_item_per_epoch_and_cycles():
+    n, k = 10, 3
+    x = np.stack([np.stack([np.full(2, 10 * i + c, np.float32) for c in range(k)]) for i in range(n)])
+    data = CopiesSequence(x, np.arange(n) % 2, batch_size=4, seed=0)
+    seen = []
+    for _ in range(k):
+        batches = [data[b] for b in range(len(data))]
+        values = np.concatenate([xb[:, 0] for xb, _ in batches]).astype(int)
+        labels = np.concatenate([yb for _, yb in batches])
+        assert sorted(values // 10) == list(range(n))  # every item once
+        np.testing.assert_array_equal(labels, (values // 10) % 2)  # labels travel with their items
+        seen.append(dict(zip(values // 10, values % 10)))
+        data.on_epoch_end()
+    for item in range(n):
+        assert sorted(epoch[item] for epoch in seen) == list(range(k))  # each copy once in k epochs
+
+
 def test_split_is_group_aware_and_complete(tiny_data):
     split = split_dataset(tiny_data, seed=0)
     parts = [split.index[k] for k in ("train", "val", "test")]
@@ -68,7 +115,7 @@ def test_split_is_group_aware_and_complete(tiny_data):
     for a in range(3):
         for b in range(a + 1, 3):
             check_disjoint(tiny_data.groups, parts[a], parts[b])
-    assert 0.25 < len(split.test) / len(tiny_data) < 0.4
+    assert abs(len(split.test) / len(tiny_data) - 0.3) < 0.05
 
 
 def test_same_seed_same_metrics(tiny_data):
@@ -82,22 +129,50 @@ def test_same_seed_same_metrics(tiny_data):
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
 
 
-def test_early_stopping_keeps_the_best_epoch(tmp_path):
-    set_seed(0)
-    rng = np.random.default_rng(0)
+def _separable(seed: int = 0):
+    rng = np.random.default_rng(seed)
     features = rng.normal(size=(120, 8)).astype(np.float32)
-    labels = (features[:, 0] > 0).astype(int)
+    return features, (features[:, 0] > 0).astype(int)
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    set_seed(0)
+    features, labels = _separable()
     head = classifier_head((8,), 2, hidden=8, seed=0)
-    compile_for(head, 2, __import__("keras").optimizers.Adam(1e-2))
+    compile_for(head, 2, keras.optimizers.Adam(1e-2))
     result = fit(head, (features[:80], labels[:80]), (features[80:], labels[80:]), epochs=15, batch_size=16,
-                 patience=3, checkpoint=tmp_path / "best.keras", verbose=0)
-    assert result.monitor == "val_auc"
+                 patience=3, verbose=0)
+    assert result.monitor == "val_auc" and result.max_epochs == 15
     assert result.best_epoch == int(np.argmax(result.history["val_auc"])) + 1
-    assert (tmp_path / "best.keras").is_file()
     from busutils.evaluate import binary_metrics
 
     restored = binary_metrics(labels[80:], predict_scores(head, features[80:]))["auc"]
     assert restored == pytest.approx(max(result.history["val_auc"]), abs=0.02)
+
+
+def test_without_patience_every_epoch_runs_and_the_last_is_kept_when_asked():
+    features, labels = _separable(1)
+    head = compile_for(classifier_head((8,), 2, hidden=4, seed=0), 2, keras.optimizers.SGD(0.5))
+    result = fit(head, (features[:80], labels[:80]), (features[80:], labels[80:]), epochs=6, batch_size=16,
+                 patience=None, restore_best=False, verbose=0)
+    assert result.epochs_run == 6 and result.best_epoch == 6
+
+
+def test_a_model_that_training_makes_worse_is_not_reported_as_trained():
+    """Fine-tuning keeps the head-only model as its epoch-0 candidate."""
+    set_seed(0)
+    features, labels = _separable(2)
+    head = compile_for(classifier_head((8,), 2, hidden=0, seed=0), 2, keras.optimizers.Adam(0.05))
+    fit(head, (features[:80], labels[:80]), (features[80:], labels[80:]), epochs=20, batch_size=16, verbose=0)
+    before = [w.copy() for w in head.get_weights()]
+    # Training on shuffled labels with a huge learning rate can only make validation worse.
+    compile_for(head, 2, keras.optimizers.SGD(50.0))
+    wrong = np.random.default_rng(3).permutation(labels[:80])
+    result = fit(head, (features[:80], wrong), (features[80:], labels[80:]), epochs=3, batch_size=16,
+                 keep_initial=True, verbose=0)
+    assert result.best_epoch == 0 and result.initial_score > max(result.history["val_auc"])
+    for kept, original in zip(head.get_weights(), before):
+        np.testing.assert_array_equal(kept, original)
 
 
 def test_save_model_atomic_leaves_no_temporary_files(tmp_path):
@@ -114,7 +189,6 @@ def test_paper_profile_fails_at_once_without_imagenet_weights(tiny_data):
 
 def test_quick_profile_goes_on_with_random_weights_and_records_it(tiny_data):
     from busutils.experiment import make_results
-    from busutils.models import RandomInitWarning
 
     split = split_dataset(tiny_data, seed=0)
     with pytest.warns(RandomInitWarning, match="RANDOM INITIALISATION"):
@@ -125,15 +199,32 @@ def test_quick_profile_goes_on_with_random_weights_and_records_it(tiny_data):
     assert results["test"]["metrics"]["n"] == len(split.test)
 
 
-@pytest.mark.slow
-def test_finetune_trains_block5_and_head_only(tiny_data):
+@pytest.mark.parametrize("name, stages", [("baseline", ["baseline"]), ("vgg16-transfer", ["head"]),
+                                          ("vgg16-finetune", ["head", "finetune"])])
+def test_results_record_the_epochs_each_stage_really_ran(tiny_data, name, stages):
+    from busutils.experiment import make_results
+
+    settings = tiny_profile(epochs=2, patience=None)
     split = split_dataset(tiny_data, seed=0)
-    with pytest.warns(Warning):
-        trained = train_model("vgg16-finetune", split, tiny_profile(), verbose=0)
+    trained = train_model(name, split, settings, weights="none", verbose=0)
+    recorded = make_results(trained, tiny_data, split, settings)["training"]["stages"]
+    assert list(recorded) == stages
+    for stage in stages:
+        assert recorded[stage]["max_epochs"] == recorded[stage]["epochs_run"] == 2
+        assert len(recorded[stage]["history"]["loss"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["cached", "online"])
+def test_finetune_trains_block5_and_head_only(tiny_data, mode):
+    split = split_dataset(tiny_data, seed=0)
+    trained = train_model("vgg16-finetune", split, tiny_profile(finetune_mode=mode), weights="none", verbose=0)
     trainable = {w.path.split("/")[0] for w in trained.model.trainable_weights}
     assert {"block5_conv1", "block5_conv2", "block5_conv3"} <= trainable
     assert not any(name.startswith(("block1", "block2", "block3", "block4")) for name in trainable)
-    assert trained.head_result is not None and trained.result.epochs_run == 1
+    assert list(trained.stages) == ["head", "finetune"] and trained.result.max_epochs == 3
+    expected = "cached block4_pool activations" if mode == "cached" else "through the whole network"
+    assert expected in trained.settings["finetune_trained_on"]
 
 
 def test_cross_validation_tests_every_image_once(tiny_data):
@@ -144,7 +235,9 @@ def test_cross_validation_tests_every_image_once(tiny_data):
     assert sum(f["n_test"] for f in cv["per_fold"]) == len(tiny_data)
     assert cv["pooled"]["metrics"]["n"] == len(tiny_data)
     assert set(cv["summary"]) == {"accuracy", "auc", "sensitivity", "specificity"}
-    assert cv["summary"]["auc"]["std"] >= 0
+    aucs = [f["auc"] for f in cv["per_fold"]]
+    assert cv["summary"]["auc"] == pytest.approx({"mean": np.mean(aucs), "std": np.std(aucs, ddof=1)})
+    assert sorted(cv["predictions"]["ids"]) == sorted(tiny_data.ids)
 
 
 def test_three_class_experiment_runs_end_to_end():
@@ -160,69 +253,49 @@ def test_three_class_experiment_runs_end_to_end():
     assert results["test"]["roc"] is None
 
 
-def test_evaluate_run_refuses_data_of_another_task(tmp_path, tiny_data):
-    import json
-
-    from busutils.experiment import evaluate_run
-    from busutils.phantom import write_busi_layout
-
-    model, _ = baseline_cnn((48, 48, 3), 2, seed=0)
-    save_model_atomic(model, tmp_path / "run" / "model.keras")
-    (tmp_path / "run" / "results.json").write_text(json.dumps(
-        {"model": "baseline", "seed": 0, "data": {"task": "benign-malignant", "image_size": 48,
-                                                  "class_names": ["normal", "benign", "malignant"]}}))
-    folder = write_busi_layout(tmp_path / "data", {"benign": 6, "malignant": 4}, size=64, seed=0)
-    with pytest.raises(ValueError, match="differ from the model"):
-        evaluate_run(tmp_path / "run", data=folder)
-    (tmp_path / "run" / "results.json").write_text(json.dumps(
-        {"model": "baseline", "seed": 0, "data": {"task": "benign-malignant", "image_size": 48,
-                                                  "class_names": ["benign", "malignant"]}}))
-    result = evaluate_run(tmp_path / "run", data=folder, n_boot=20)
-    assert result["metrics"]["n"] == 10 and (tmp_path / "run" / "evaluation.json").is_file()
-
-
-def test_a_test_part_that_comes_with_the_data_is_kept(tmp_path):
-    from busutils.data import load_folder
-    from busutils.phantom import make_phantom
+def _folders_with_a_test_part(tmp_path, leak: bool):
     from PIL import Image
+
+    from busutils.phantom import make_phantom
 
     images, names, _ = make_phantom(40, size=64, seed=9)
     for i, (image, name) in enumerate(zip(images, names)):
-        part = "test" if i < 12 else "train"
-        folder = tmp_path / part / str(name)
+        folder = tmp_path / ("test" if i < 12 else "train") / str(name)
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"{i}.png")
-    Image.fromarray(images[0]).save(tmp_path / "train" / str(names[0]) / "copy_of_0.png")  # a leak
-    data = load_folder(tmp_path, image_size=48)
-    with pytest.warns(UserWarning, match="own test part has 1 image"):
-        split = split_dataset(data, seed=0)
+    if leak:
+        Image.fromarray(images[0]).save(tmp_path / "train" / str(names[0]) / "copy_of_0.png")
+    return tmp_path
+
+
+def test_a_test_part_that_comes_with_the_data_is_kept_when_it_does_not_leak(tmp_path):
+    from busutils.data import load_folder
+
+    data = load_folder(_folders_with_a_test_part(tmp_path, leak=False), image_size=48)
+    split = split_dataset(data, seed=0)
     assert sorted(split.test.ids) == sorted(i for i in data.ids if i.startswith("test/"))
-    check_disjoint(data.groups, split.index["train"], split.index["val"])
+    assert split.test_part == "the data set's own test part" and split.test_leaks == 0
+
+
+def test_a_leaking_test_part_is_re_split_by_group_unless_kept_on_purpose(tmp_path):
+    from busutils.data import load_folder
+    from busutils.splits import count_leaks
+
+    data = load_folder(_folders_with_a_test_part(tmp_path, leak=True), image_size=48)
+    with pytest.warns(UserWarning, match="re-split by duplicate group"):
+        split = split_dataset(data, seed=0)
+    assert count_leaks(data.groups, np.r_[split.index["train"], split.index["val"]], split.index["test"]) == 0
+    assert split.test_leaks == 0 and "re-split" in split.test_part
+    with pytest.warns(UserWarning, match="kept as asked"):
+        kept = split_dataset(data, seed=0, keep_given_test=True)
+    assert sorted(kept.test.ids) == sorted(i for i in data.ids if i.startswith("test/"))
+    assert kept.test_leaks == 1 and "1 leaking" in kept.test_part
 
 
 def test_layer_table_lists_weighted_layers_and_their_state():
     from busutils.models import layer_table, vgg16_finetune
 
-    table = layer_table(vgg16_finetune((32, 32, 3), 2, weights=None, seed=0).model)
+    table = layer_table(vgg16_finetune((32, 32, 3), 2, weights="none", seed=0).model)
     trainable = set(table.loc[table.trainable, "layer"])
     assert trainable == {"block5_conv1", "block5_conv2", "block5_conv3", "head"}
     assert table.loc[table.layer == "block1_conv1", "weights"].item() == 3 * 3 * 3 * 64 + 64
-
-
-def test_collect_results_keeps_matching_runs_and_flags_random_weights(tmp_path):
-    import json
-
-    from busutils.experiment import collect_results, run_label
-
-    reference = {"model": "baseline", "weights": "random (trained from scratch)", "profile": {"name": "quick"},
-                 "data": {"source": "BUSI"}, "test": {"metrics": {"auc": 0.8}}}
-    saved = {
-        "baseline": reference,
-        "vgg16-transfer": {**reference, "model": "vgg16-transfer", "weights": "random (imagenet unavailable: x)"},
-        "vgg16-finetune": {**reference, "model": "vgg16-finetune", "profile": {"name": "paper"}},
-    }
-    for name, results in saved.items():
-        (tmp_path / f"{name}.json").write_text(json.dumps(results))
-    runs = collect_results(tmp_path, reference)
-    assert list(runs) == ["baseline (this book)", "vgg16-transfer (this book, RANDOM weights)"]
-    assert run_label(reference) == "baseline (this run)"

@@ -1,0 +1,98 @@
+"""Numeric precision chosen by the hardware: bfloat16 where it is fast, float32 elsewhere.
+
+Keras' ``mixed_bfloat16`` policy computes convolutions in bfloat16 and keeps weights, outputs
+and the loss in float32.  It pays only where the hardware computes bfloat16 natively: Intel CPUs
+with AMX, CPUs with AVX512-BF16, and GPUs of compute capability 8.0 or newer (``mixed_float16``
+on older GPUs).  Elsewhere bfloat16 is emulated and slower, so float32 is kept.  The choice is
+detected, never assumed: the same book runs on whatever machine its reader has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import keras
+
+__all__ = ["PRECISIONS", "choose_precision", "cpu_flags", "cpu_name", "gpu_compute_capabilities", "precision_scope"]
+
+#: Values a profile's ``precision`` setting may take.
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return ""
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The CPU's model name, for benchmark and run-time reports."""
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def gpu_compute_capabilities() -> list[tuple[int, int]]:
+    """Compute capability of each visible GPU (TensorFlow backend; empty without GPUs)."""
+    if keras.backend.backend() != "tensorflow":
+        return []
+    import tensorflow as tf
+
+    found = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        found.append(tuple(details.get("compute_capability", (0, 0))))
+    return found
+
+
+def choose_precision(
+    setting: str = "auto", *, flags: set[str] | None = None, gpus: Sequence[tuple[int, int]] | None = None
+) -> str:
+    """The Keras dtype policy for ``setting``: itself, or for ``"auto"`` the hardware's best.
+
+    ``"auto"``: ``mixed_bfloat16`` on GPUs of compute capability >= 8.0, ``mixed_float16`` on
+    older GPUs, ``mixed_bfloat16`` on CPUs with AMX or AVX512-BF16, ``float32`` otherwise.
+    ``flags`` and ``gpus`` default to this machine's (pass them to ask about another one).
+    """
+    if setting not in PRECISIONS:
+        raise ValueError(f"precision={setting!r} is not known; use one of {PRECISIONS}")
+    if setting != "auto":
+        return setting
+    gpus = gpu_compute_capabilities() if gpus is None else list(gpus)
+    if gpus:
+        return "mixed_bfloat16" if min(gpus) >= (8, 0) else "mixed_float16"
+    flags = cpu_flags() if flags is None else flags
+    return "mixed_bfloat16" if any(flag in flags for flag in _BF16_CPU_FLAGS) else "float32"
+
+
+@contextlib.contextmanager
+def precision_scope(setting: str = "auto") -> Iterator[str]:
+    """Build models inside this block to give them the chosen dtype policy; yields its name.
+
+    Layers take the global policy when they are created, so only model building needs to be
+    inside; the previous policy is restored afterwards.
+    """
+    policy = choose_precision(setting)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield policy
+    finally:
+        keras.config.set_dtype_policy(previous)
