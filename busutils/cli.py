@@ -78,8 +78,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         folds=args.folds,
         verbose=1 if sys.stdout.isatty() else 2,  # Keras' progress bar in a terminal, a line per epoch in logs
     )
+    from .evaluate import format_metric
+
     metrics = result["test"]["metrics"]
-    print(f"{args.model}: test AUC {metrics['auc']:.3f}, accuracy {metrics['accuracy']:.3f} (n={metrics['n']})")
+    print(f"{args.model}: test AUC {format_metric(metrics, 'auc')}, accuracy {format_metric(metrics, 'accuracy')} "
+          f"(n={metrics['n']})")
     print(f"model and results written to {args.out}")
     return 0
 
@@ -94,12 +97,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         summary.update(ci95=result.get("ci95", {}), data=result["data"]["source"], model=result["model"])
         print(json.dumps(summary))
     else:
+        from .evaluate import format_metric
+
         for key in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "n"):
             if key in metrics:
                 low_high = result.get("ci95", {}).get(key)
                 ci = f"  95% CI [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high and None not in low_high else ""
-                value = metrics[key]
-                print(f"{key:>12}: {value:.3f}{ci}" if isinstance(value, float) else f"{key:>12}: {value}")
+                print(f"{key:>12}: {format_metric(metrics, key)}{ci}")
+        if result.get("bootstrap", {}).get("reliable") is False:
+            print(f"note: {result['bootstrap']['reason']}")
     return 0
 
 

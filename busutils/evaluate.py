@@ -39,6 +39,7 @@ __all__ = [
     "bootstrap_ci",
     "evaluate_predictions",
     "metrics_table",
+    "format_metric",
     "UnreliableIntervalWarning",
     "MIN_UNITS_PER_CLASS",
 ]
@@ -556,6 +557,22 @@ def _fmt(value: Any, digits: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.{digits}f}"
+
+
+def format_metric(metrics: Mapping[str, Any], key: str, digits: int = 3) -> str:
+    """``metrics[key]`` for printing: a number, or ``"n/a"`` and why when it is undefined.
+
+    ``metrics`` is the ``"metrics"`` part of :func:`evaluate_predictions` (undefined values
+    there are ``None``).  The AUC, the one metric that can be undefined, needs every class
+    among the test images.
+    """
+    value = metrics.get(key)
+    if isinstance(value, (bool, int, np.integer)):
+        return str(value)
+    text = _fmt(value, digits)
+    if text == "n/a" and key == "auc":
+        return "n/a (the AUC needs every class among the test images)"
+    return text
 
 
 def _cell(value: Any, ci: Any, digits: int) -> str:

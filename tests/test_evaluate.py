@@ -22,6 +22,7 @@ from busutils.evaluate import (
     bootstrap_ci,
     classification_metrics,
     evaluate_predictions,
+    format_metric,
     metrics_table,
     multiclass_metrics,
 )
@@ -364,3 +365,14 @@ def test_metrics_table_from_evaluate_predictions_and_paper_subset():
     with pytest.raises(ValueError, match="include_paper"):
         metrics_table({}, include_paper=["resnet"])
 
+
+def test_format_metric_says_why_the_auc_is_missing():
+    with pytest.warns(UndefinedMetricWarning), pytest.warns(UnreliableIntervalWarning):  # malignant images only
+        result = json.loads(json.dumps(evaluate_predictions([1, 1, 1], [0.6, 0.7, 0.2], BINARY, n_boot=20)))
+    metrics = result["metrics"]
+    assert metrics["auc"] is None
+    assert format_metric(metrics, "auc") == "n/a (the AUC needs every class among the test images)"
+    assert format_metric(metrics, "accuracy") == "0.667"
+    assert format_metric(metrics, "sensitivity", digits=2) == "0.67"
+    assert format_metric(metrics, "n") == "3"
+    assert format_metric({"specificity": None}, "specificity") == "n/a"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -85,6 +86,24 @@ def test_cli_bad_arguments_get_a_clear_error(args, message):
 def test_evaluate_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "is missing" in capsys.readouterr().err
+
+
+def test_train_and_evaluate_print_na_when_the_test_part_holds_one_class(tmp_path, capsys, monkeypatch):
+    from busutils import experiment
+    from busutils.evaluate import evaluate_predictions
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undefined AUC, unreliable interval: tested in test_evaluate
+        one_class = evaluate_predictions([1, 1, 1], [0.6, 0.7, 0.2], ["benign", "malignant"], n_boot=20)
+    monkeypatch.setattr(experiment, "train_run", lambda **kwargs: {"test": one_class})
+    monkeypatch.setattr(experiment, "evaluate_run", lambda run, **kwargs: {**one_class, "model": "baseline",
+                                                                          "data": {"source": "test"}})
+    assert main(["train", "--model", "baseline", "--out", str(tmp_path / "run")]) == 0
+    assert "test AUC n/a (the AUC needs every class among the test images), accuracy 0.667 (n=3)" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "auc: n/a (the AUC needs every class among the test images)" in out
+    assert "note: 0 images of class 'benign' and 3 images of class 'malignant', where at least 10" in out
 
 
 @pytest.mark.slow
