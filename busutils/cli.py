@@ -63,10 +63,6 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from .runs import train_run
 
@@ -84,10 +80,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         keep_given_test=args.keep_test_part,
         verbose=1 if sys.stdout.isatty() else 2,  # Keras' progress bar in a terminal, a line per epoch in logs
     )
+    from .evaluate import format_metric
+
     metrics = result["test"]["metrics"]
     print(f"data: {result['data']['source']} ({result['data']['test_part']})")
     print(f"weights: {result['weights']}")
-    print(f"{args.model}: test AUC {_fmt(metrics.get('auc'))}, accuracy {_fmt(metrics.get('accuracy'))} "
+    print(f"{args.model}: test AUC {format_metric(metrics, 'auc')}, accuracy {format_metric(metrics, 'accuracy')} "
           f"(n={metrics['n']})")
     print(f"model and results written to {args.out}")
     return 0
@@ -104,6 +102,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                        weights=result.get("weights"), dropped=dropped)
         print(json.dumps(summary))
         return 0
+    from .evaluate import format_metric
+
     print(f"data: {result['data']['source']}")
     print(f"dropped {dropped['seen']} image(s) the run trained or validated on and "
           f"{dropped['near_duplicate_of_seen']} near-duplicate(s) of them; evaluating on {dropped['kept']} unseen image(s)")
@@ -112,7 +112,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if key in metrics:
             low_high = result.get("ci95", {}).get(key)
             ci = f"  95% CI [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high and None not in low_high else ""
-            print(f"{key:>12}: {_fmt(metrics[key])}{ci}")
+            print(f"{key:>12}: {format_metric(metrics, key)}{ci}")
+    if result.get("bootstrap", {}).get("reliable") is False:
+        print(f"note: {result['bootstrap']['reason']}")
     return 0
 
 

@@ -3,24 +3,44 @@
 BUSI holds near-identical images, some filed under two labels.  If such a pair is split
 between training and test data, the test score measures memory, not diagnosis.  The images of
 a data set are hashed with a DCT perceptual hash (the ``imagehash`` package); images whose
-hashes differ in at most ``max_distance`` bits are joined, and the connected pieces are the
-duplicate groups that every split in :mod:`busutils.splits` keeps on one side.
+hashes differ in at most ``max_distance`` bits are near-duplicates, and
+:func:`groups_from_hashes` gathers them into the groups that every split in
+:mod:`busutils.splits` keeps on one side.
+
+Copies of one lesion -- the same frame saved twice, neighbouring frames of a sweep -- are
+joined however they connect: if A is like B and B like C, all three form one group (single
+linkage), so that no image is within the threshold of an image outside its group.  Unrelated
+images can be alike too, though, and where many are (the synthetic phantom) such chains run
+through dozens of images.  Copies of one image lie within ``max_distance`` of it, hence within
+``2 * max_distance`` of each other; a connected piece spanning more than that is a chain of
+look-alikes, not copies, and is cut into groups whose members are all within ``max_distance``
+of each other (complete linkage).  Whether the data separate copies from unrelated images at
+all, :func:`distance_gap` tells.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import imagehash
 import numpy as np
 from PIL import Image
-from scipy.sparse import coo_matrix
+from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.sparse.csgraph import connected_components
+from scipy.spatial.distance import squareform
 
 HASH_SIZE = 8  # 64-bit hashes
 # Bits.  On the BUSI development portion, distances between image pairs come in a sharp cluster
-# at 0-10 (the same frame, or neighbouring frames of one lesion) well apart from the bulk (14+).
+# at 0-5 (the same frame, or neighbouring frames of one lesion), a trough at 6-13 and the bulk
+# from 14 up (see distance_gap): 10 sits in the trough.
 MAX_DISTANCE = 10
+# A trough needs a near-copy peak of at least this many pairs (fewer are chance look-alikes) ...
+MIN_PEAK_PAIRS = 5
+# ... and holds at most 1/GAP_RATIO as many pairs per distance as that peak.
+GAP_RATIO = 4
+
+_POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1)
 
 
 def perceptual_hashes(images: np.ndarray) -> np.ndarray:
@@ -39,16 +59,56 @@ def hamming_distances(hashes: np.ndarray) -> np.ndarray:
     """All pairwise Hamming distances between 64-bit hashes, an ``(n, n)`` integer matrix."""
     hashes = np.asarray(hashes, dtype=np.uint64)
     xor = hashes[:, None] ^ hashes[None, :]
-    return np.unpackbits(xor.view(np.uint8).reshape(len(hashes), len(hashes), 8), axis=-1).sum(axis=-1)
+    return _POPCOUNT[xor.view(np.uint8)].reshape(len(hashes), len(hashes), 8).sum(axis=-1, dtype=np.int64)
 
 
 def near_duplicate_pairs(hashes: np.ndarray, max_distance: int = MAX_DISTANCE) -> list[tuple[int, int, int]]:
     """Pairs ``(i, j, distance)`` with ``i < j`` whose hashes differ in at most ``max_distance`` bits."""
-    if max_distance < 0:
-        raise ValueError(f"max_distance must be >= 0, got {max_distance}")
+    _check_max_distance(max_distance)
     distances = hamming_distances(hashes)
     i, j = np.nonzero(np.triu(distances <= max_distance, k=1))
     return [(int(a), int(b), int(distances[a, b])) for a, b in zip(i, j)]
+
+
+def distance_gap(hashes: np.ndarray, max_distance: int = MAX_DISTANCE) -> dict[str, Any]:
+    """Whether the pairwise hash distances show a trough between near-copies and the bulk, and where.
+
+    A perceptual hash sets the 32 of its 64 bits that lie above the median, so distances are
+    nearly always even: counts are taken per two bits (0-1, 2-3, ...).  Starting from 0 bits,
+    the trough begins at the first distance holding at most ``1 / GAP_RATIO`` as many pairs as
+    the highest count below it (the near-copy peak, of at least ``MIN_PEAK_PAIRS`` pairs), and
+    lasts as long as counts stay that low, short of the commonest distance (the bulk).  A threshold inside the trough separates copies from
+    unrelated images, and moving it within the trough hardly changes the groups.
+
+    Returns ``{"histogram": pairs per distance 0..64, "has_gap": bool, "gap": [low, high] bits
+    or None, "trough": the distance with fewest pairs in the gap or None, "threshold":
+    max_distance, "threshold_in_gap": bool, "below_bulk": bool}``; ``below_bulk`` is true when
+    there is a gap and the threshold does not reach past it into the bulk of unrelated pairs.
+    """
+    _check_max_distance(max_distance)
+    distances = hamming_distances(hashes)
+    histogram = np.bincount(distances[np.triu_indices(len(distances), k=1)], minlength=65)
+    per_two_bits = np.add.reduceat(histogram, np.arange(0, 64, 2))  # the last bin is 62-64
+    bulk = int(np.argmax(per_two_bits))  # the commonest distance: unrelated images
+    gap = trough = None
+    for start in range(1, bulk):
+        peak = per_two_bits[:start].max()
+        if peak >= MIN_PEAK_PAIRS and GAP_RATIO * per_two_bits[start] <= peak:
+            end = start
+            while end + 1 < bulk and GAP_RATIO * per_two_bits[end + 1] <= peak:
+                end += 1
+            gap = [2 * start, 2 * end + 1]
+            trough = 2 * (start + int(np.argmin(per_two_bits[start:end + 1])))
+            break
+    return {
+        "histogram": histogram.tolist(),
+        "has_gap": gap is not None,
+        "gap": gap,
+        "trough": trough,
+        "threshold": int(max_distance),
+        "threshold_in_gap": gap is not None and gap[0] <= max_distance <= gap[1],
+        "below_bulk": gap is not None and max_distance <= gap[1],
+    }
 
 
 def duplicate_groups(images: np.ndarray, max_distance: int = MAX_DISTANCE) -> np.ndarray:
@@ -57,14 +117,29 @@ def duplicate_groups(images: np.ndarray, max_distance: int = MAX_DISTANCE) -> np
 
 
 def groups_from_hashes(hashes: np.ndarray, max_distance: int = MAX_DISTANCE) -> np.ndarray:
-    """Duplicate groups from perceptual hashes already computed (see :func:`duplicate_groups`)."""
-    n = len(hashes)
-    pairs = near_duplicate_pairs(hashes, max_distance)
-    rows = [a for a, _, _ in pairs]
-    cols = [b for _, b, _ in pairs]
-    graph = coo_matrix((np.ones(len(pairs)), (rows, cols)), shape=(n, n))
-    _, groups = connected_components(graph, directed=False)
-    return groups.astype(np.int64)
+    """Duplicate groups from perceptual hashes already computed (see :func:`duplicate_groups`).
+
+    Near-duplicate pairs are joined into connected pieces; a piece wider than twice
+    ``max_distance`` is a chain of look-alikes, not copies of one image, and is cut into groups
+    whose members are all within ``max_distance`` of each other (see the module docstring).
+    """
+    _check_max_distance(max_distance)
+    distances = hamming_distances(hashes)
+    _, groups = connected_components(distances <= max_distance, directed=False)
+    for piece in np.flatnonzero(np.bincount(groups) > 2):
+        members = np.flatnonzero(groups == piece)
+        within = distances[np.ix_(members, members)]
+        if within.max() > 2 * max_distance:
+            tree = linkage(squareform(within, checks=False).astype(np.float64), method="complete")
+            groups[members] = groups.max() + fcluster(tree, max_distance, criterion="distance")
+    # number the groups 0, 1, ... in the order of their first image
+    _, first, index = np.unique(groups, return_index=True, return_inverse=True)
+    return np.argsort(np.argsort(first))[index].astype(np.int64)
+
+
+def _check_max_distance(max_distance: int) -> None:
+    if max_distance < 0:
+        raise ValueError(f"max_distance must be >= 0, got {max_distance}")
 
 
 @dataclass

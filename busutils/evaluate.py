@@ -39,6 +39,9 @@ __all__ = [
     "bootstrap_ci",
     "evaluate_predictions",
     "metrics_table",
+    "format_metric",
+    "UnreliableIntervalWarning",
+    "MIN_UNITS_PER_CLASS",
 ]
 
 #: Table 1 of Hijab et al. (2019), test-set accuracy and AUC (the paper reports nothing else).
@@ -51,6 +54,16 @@ PAPER_TABLE1: dict[str, dict[str, float]] = {
 BINARY_SCALARS = ("accuracy", "auc", "sensitivity", "specificity", "precision", "f1")
 
 _PROB_TOL = 1e-6  # slack for float32 probabilities that land a hair outside [0, 1]
+
+#: Fewer resampling units (images, or groups) of a class than this and a bootstrap interval is
+#: not worth printing: a resample's sensitivity can then take only a handful of values, and
+#: with a single positive every usable resample holds that same image, so the AUC interval
+#: collapses to a point however uncertain the AUC is.
+MIN_UNITS_PER_CLASS = 10
+
+
+class UnreliableIntervalWarning(UserWarning):
+    """A bootstrap confidence interval rests on too few images or groups of a class to mean much."""
 
 
 # --------------------------------------------------------------------------------------
@@ -383,6 +396,17 @@ def _group_index(groups: Any, n: int) -> tuple[np.ndarray, int]:
     return index.ravel(), int(index.max()) + 1
 
 
+def _too_few_units(y: np.ndarray, group_index: np.ndarray, names: list[str], unit: str) -> str | None:
+    """Why a bootstrap over these units is unreliable, or ``None`` if every class has enough."""
+    units = [len(np.unique(group_index[y == c])) for c in range(len(names))]
+    scarce = [f"{count} {unit}{'' if count == 1 else 's'} of class {name!r}"
+              for name, count in zip(names, units) if count < MIN_UNITS_PER_CLASS]
+    if not scarce:
+        return None
+    return (f"{' and '.join(scarce)}, where at least {MIN_UNITS_PER_CLASS} of each class are needed: "
+            "the bootstrap intervals do not show the real uncertainty")
+
+
 def _bootstrap(
     y: np.ndarray,
     s: np.ndarray,
@@ -393,9 +417,9 @@ def _bootstrap(
     seed: int,
     groups: Any,
     threshold: float,
-) -> tuple[dict[str, tuple[float, float]], int, int]:
-    """Bootstrap CIs, the number of usable resamples and of resampled units, from inputs
-    already checked by :func:`_prepare`."""
+) -> tuple[dict[str, tuple[float, float]], int, int, str | None]:
+    """Bootstrap CIs, the number of usable resamples and of resampled units, and why the CIs
+    are unreliable (``None`` if they are not), from inputs already checked by :func:`_prepare`."""
     if int(n_boot) != n_boot or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot}")
     if not 0.0 < alpha < 1.0:
@@ -403,6 +427,9 @@ def _bootstrap(
     threshold = _check_threshold(threshold)
     k, n = len(names), len(y)
     group_index, n_groups = _group_index(groups, n)
+    unreliable = _too_few_units(y, group_index, names, "image" if groups is None else "group")
+    if unreliable:
+        warnings.warn(unreliable, UnreliableIntervalWarning, stacklevel=3)
     rng = np.random.default_rng(seed)
     class_onehot = np.eye(k)[y]
     chunk = max(1, min(int(n_boot), 2_000_000 // max(n, 1)))  # bound memory to ~16 MB per array
@@ -435,7 +462,7 @@ def _bootstrap(
         values = np.concatenate(collected[key])
         lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
         ci[key] = (float(lo), float(hi))
-    return ci, n_valid, n_groups
+    return ci, n_valid, n_groups, unreliable
 
 
 def bootstrap_ci(
@@ -456,13 +483,15 @@ def bootstrap_ci(
     whole groups, so that copies of one lesion move together.  Images of one group are not
     independent evidence; treating them as such makes intervals falsely narrow.  Resamples
     that lack a class are skipped (AUC, sensitivity, ... are undefined there).  Results are
-    deterministic for a given ``seed``.
+    deterministic for a given ``seed``.  With fewer than :data:`MIN_UNITS_PER_CLASS` images
+    (or groups) of a class the intervals mean little, and an
+    :class:`UnreliableIntervalWarning` says so.
 
     Returns ``{metric: (low, high)}`` for the scalar metrics of
     :func:`classification_metrics` (``(nan, nan)`` if no resample was usable).
     """
     y, s, names = _prepare(y_true, y_score, class_names)
-    ci, _, _ = _bootstrap(y, s, names, n_boot=n_boot, alpha=alpha, seed=seed, groups=groups, threshold=threshold)
+    ci, _, _, _ = _bootstrap(y, s, names, n_boot=n_boot, alpha=alpha, seed=seed, groups=groups, threshold=threshold)
     return ci
 
 
@@ -488,11 +517,13 @@ def evaluate_predictions(
     "thresholds"} or None, "class_names": [...], "bootstrap": {...}}`` made of plain
     Python numbers and lists; undefined values (``nan``) are ``None``, and so is the first
     ROC threshold (scikit-learn's ``inf``, "predict nothing positive").  ``ci95`` holds the
-    ``1 - alpha`` intervals (95 % by default).
+    ``1 - alpha`` intervals (95 % by default); ``bootstrap["reliable"]`` is false, with the
+    ``reason``, when too few images or groups of a class make them meaningless (see
+    :func:`bootstrap_ci`).
     """
     y, s, names = _prepare(y_true, y_score, class_names)
     metrics = binary_metrics(y, s, threshold=threshold) if len(names) == 2 else multiclass_metrics(y, s, names)
-    ci, n_valid, n_units = _bootstrap(
+    ci, n_valid, n_units, unreliable = _bootstrap(
         y, s, names, n_boot=n_boot, alpha=alpha, seed=seed, groups=groups, threshold=threshold
     )
     roc = None
@@ -512,6 +543,8 @@ def evaluate_predictions(
                 "seed": seed,
                 "unit": "image" if groups is None else "group",
                 "n_units": n_units,
+                "reliable": unreliable is None,
+                "reason": unreliable,
             },
         }
     )
@@ -524,6 +557,22 @@ def _fmt(value: Any, digits: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.{digits}f}"
+
+
+def format_metric(metrics: Mapping[str, Any], key: str, digits: int = 3) -> str:
+    """``metrics[key]`` for printing: a number, or ``"n/a"`` and why when it is undefined.
+
+    ``metrics`` is the ``"metrics"`` part of :func:`evaluate_predictions` (undefined values
+    there are ``None``).  The AUC, the one metric that can be undefined, needs every class
+    among the test images.
+    """
+    value = metrics.get(key)
+    if isinstance(value, (bool, int, np.integer)):
+        return str(value)
+    text = _fmt(value, digits)
+    if text == "n/a" and key == "auc":
+        return "n/a (the AUC needs every class among the test images)"
+    return text
 
 
 def _cell(value: Any, ci: Any, digits: int) -> str:

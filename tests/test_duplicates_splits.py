@@ -6,9 +6,25 @@ import numpy as np
 import pytest
 
 from busutils.data import load_folder
-from busutils.duplicates import duplicate_groups, duplicate_report, hamming_distances, perceptual_hashes
+from scipy.sparse.csgraph import connected_components
+
+from busutils.data import phantom_dataset
+from busutils.duplicates import (
+    MAX_DISTANCE,
+    distance_gap,
+    duplicate_groups,
+    duplicate_report,
+    groups_from_hashes,
+    hamming_distances,
+    perceptual_hashes,
+)
 from busutils.phantom import make_phantom
-from busutils.splits import assign_folds, check_disjoint, group_kfold, group_train_test_split
+from busutils.splits import assign_folds, check_disjoint, count_hash_leaks, group_kfold, group_train_test_split
+
+# The largest group of look-alikes we accept on data without copies.  BUSI's true near-copy
+# groups (frames of one lesion) hold at most 5 images; a group of unrelated images more than
+# twice that size means chaining (single linkage made groups of 72 on the phantom).
+MAX_LOOKALIKE_GROUP = 10
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +137,97 @@ def test_random_split_leaks_counts_each_repeat(planted):
     assert leaks.shape == (7,) and leaks.max() > 0
     np.testing.assert_array_equal(leaks, random_split_leaks(labels, groups, repeats=7, seed=1))
     assert random_split_leaks(labels, np.arange(len(labels)), repeats=3).sum() == 0  # no duplicates, no leaks
+
+
+def lookalike_hashes(n: int, dim: int = 12, seed: int = 0) -> np.ndarray:
+    """Hashes of ``n`` unrelated images drawn from a ``dim``-dimensional family of look-alikes.
+
+    Each image is a random point in the family; its hash sets the 32 of 64 random projections
+    above their median, as a perceptual hash does.  Nearby points get similar hashes, so close
+    pairs are common, but no image is a copy of another.
+    """
+    rng = np.random.default_rng(seed)
+    projections = rng.normal(size=(n, dim)) @ rng.normal(size=(dim, 64))
+    bits = projections > np.median(projections, axis=1, keepdims=True)
+    return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
+
+
+def test_lookalikes_are_not_chained_into_large_groups():
+    hashes = lookalike_hashes(1300)
+    distances = hamming_distances(hashes)
+    _, pieces = connected_components(distances <= MAX_DISTANCE, directed=False)
+    assert np.bincount(pieces).max() > 100  # joining every close pair chains hundreds of images
+    groups = groups_from_hashes(hashes)
+    assert np.bincount(groups).max() <= MAX_LOOKALIKE_GROUP
+    for g in np.flatnonzero(np.bincount(groups) > 1):
+        members = np.flatnonzero(groups == g)
+        assert distances[np.ix_(members, members)].max() <= 2 * MAX_DISTANCE
+    assert not distance_gap(hashes)["has_gap"]
+
+
+@pytest.mark.slow
+def test_phantom_lookalikes_are_not_chained():
+    dataset = phantom_dataset(1300, image_size=224)
+    groups = groups_from_hashes(dataset.hashes)
+    assert np.bincount(groups).max() <= MAX_LOOKALIKE_GROUP
+    assert not distance_gap(dataset.hashes)["has_gap"]
+
+
+def test_chains_of_copies_stay_together():
+    """A sweep of frames: each a slightly moved, brightened, re-speckled copy of the one before."""
+    images, _, _ = make_phantom(80, size=96, seed=3)
+    rng = np.random.default_rng(0)
+    frames, chains = [], []
+    for source in [0, 7, 21, 40]:
+        frame, chain = images[source].astype(float), [source]
+        for _ in range(4):
+            frame = np.roll(frame, 1, axis=1) * 1.02 + rng.normal(0, 3, frame.shape)
+            frames.append(np.clip(frame, 0, 255).astype(np.uint8))
+            chain.append(len(images) + len(frames) - 1)
+        chains.append(chain)
+    hashes = perceptual_hashes(np.concatenate([images, np.stack(frames)]))
+    distances = hamming_distances(hashes)
+    ends = [distances[chain[0], chain[-1]] for chain in chains]
+    assert max(ends) > MAX_DISTANCE  # the first and last frames are no longer near-duplicates ...
+    groups = groups_from_hashes(hashes)
+    for chain in chains:
+        assert len(set(groups[chain])) == 1  # ... but the sweep is one group
+    assert np.bincount(groups).max() == 5  # and nothing else joined it
+
+
+def test_distance_gap_between_copies_and_unrelated_images():
+    rng = np.random.default_rng(1)
+    # 300 unrelated hashes with 32 of 64 bits set: pairs differ in 32 +- 6 bits
+    bits = np.argsort(rng.random((300, 64)), axis=1) < 32
+    # and 40 copies, each with one or two set bits moved (2 or 4 bits apart from its original)
+    copies = bits[:40].copy()
+    for k, row in enumerate(copies):
+        ones, zeros = rng.choice(np.flatnonzero(row), 2, replace=False), rng.choice(np.flatnonzero(~row), 2, replace=False)
+        moved = 1 + k % 2
+        row[ones[:moved]], row[zeros[:moved]] = False, True
+    hashes = np.packbits(np.concatenate([bits, copies]), axis=1).view(">u8").ravel().astype(np.uint64)
+    gap = distance_gap(hashes)
+    assert gap["histogram"][2] == 20 and gap["histogram"][4] == 20 and sum(gap["histogram"]) == 340 * 339 // 2
+    assert gap["has_gap"] and gap["gap"][0] == 6 and gap["gap"][1] >= 15
+    assert gap["threshold_in_gap"] and gap["below_bulk"]
+    assert not distance_gap(hashes, max_distance=4)["threshold_in_gap"]  # 4 bits is inside the copies' peak
+    assert not distance_gap(hashes, max_distance=30)["below_bulk"]  # 30 bits reaches into the bulk
+    assert not distance_gap(hashes[:300])["has_gap"]  # unrelated images only: nothing to separate
+
+
+def test_real_busi_groups_and_gap(busi_dir):
+    data = load_folder(busi_dir, task="three-class", image_size=128)
+    report = duplicate_report(data.labels, data.groups)
+    assert (len(report.groups), report.n_duplicated_images, len(report.cross_label)) == (114, 252, 5)
+    assert max(len(g) for g in report.groups) == 5
+    gap = distance_gap(data.hashes)
+    assert gap["has_gap"] and gap["threshold_in_gap"] and gap["gap"] == [6, 13]
+    for train, test in group_kfold(data.labels, data.groups, n_splits=5, seed=0):
+        assert count_hash_leaks(data.hashes, train, test) == 0  # no test image has a near-copy in training
+
+
+def test_count_hash_leaks_checks_every_pair():
+    hashes = np.array([0b0, 0b111, 0b1111_1111_1111, 2**64 - 1], dtype=np.uint64)  # 0, 3, 12, 64 bits set
+    assert count_hash_leaks(hashes, [0], [1, 2, 3]) == 1  # only image 1 is within 10 bits of image 0
+    assert count_hash_leaks(hashes, [0], [1, 2, 3], max_distance=12) == 2
+    assert count_hash_leaks(hashes, [0, 1, 2], [3]) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -48,7 +49,7 @@ def test_cli_trains_and_evaluates_a_quick_baseline(folders):
     assert {"auc", "accuracy", "sensitivity", "specificity"} <= set(results["test"]["ci95"])
     assert results["environment"]["packages"]["keras"]
     assert results["timings"]["train"] > 0
-    assert len(results["training"]["history"]["loss"]) == 2
+    assert len(results["training"]["stages"]["baseline"]["history"]["loss"]) == 2
 
     proc = _cli("evaluate", str(run), "--data", str(other), "--json")
     assert proc.returncode == 0, proc.stderr
@@ -61,7 +62,8 @@ def test_cli_trains_and_evaluates_a_quick_baseline(folders):
 
 def test_cli_help_explains_every_option():
     for command, options in {
-        "train": ["--data", "--model", "--profile", "--out", "--task", "--seed", "--weights", "--epochs", "--folds"],
+        "train": ["--data", "--model", "--profile", "--out", "--task", "--seed", "--weights", "--epochs", "--folds",
+                  "--overwrite", "--keep-test-part"],
         "evaluate": ["--data", "--out", "--json"],
     }.items():
         proc = _cli(command, "--help")
@@ -87,6 +89,26 @@ def test_evaluate_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "is missing" in capsys.readouterr().err
 
 
+def test_train_and_evaluate_print_na_when_the_test_part_holds_one_class(tmp_path, capsys, monkeypatch):
+    from busutils import runs
+    from busutils.evaluate import evaluate_predictions
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undefined AUC, unreliable interval: tested in test_evaluate
+        one_class = evaluate_predictions([1, 1, 1], [0.6, 0.7, 0.2], ["benign", "malignant"], n_boot=20)
+    data = {"source": "test", "test_part": "group-aware split"}
+    monkeypatch.setattr(runs, "train_run", lambda **kwargs: {"test": one_class, "data": data, "weights": "random"})
+    monkeypatch.setattr(runs, "evaluate_run", lambda run, **kwargs: {
+        **one_class, "model": "baseline", "data": data,
+        "dropped": {"seen": 0, "near_duplicate_of_seen": 0, "kept": 3}})
+    assert main(["train", "--model", "baseline", "--out", str(tmp_path / "run")]) == 0
+    assert "test AUC n/a (the AUC needs every class among the test images), accuracy 0.667 (n=3)" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "auc: n/a (the AUC needs every class among the test images)" in out
+    assert "note: 0 images of class 'benign' and 3 images of class 'malignant', where at least 10" in out
+
+
 @pytest.mark.slow
 def test_quick_baseline_results_guard():
     settings = get_profile("quick")
@@ -94,3 +116,34 @@ def test_quick_baseline_results_guard():
     _, results = run_experiment("baseline", dataset, settings, seed=0, verbose=0)
     auc = results["test"]["metrics"]["auc"]
     assert auc >= GUARD_AUC, f"quick baseline AUC on the phantom fell to {auc:.3f} (guard {GUARD_AUC})"
+
+
+def test_paper_profile_without_weights_tells_a_command_line_user_what_to_do(folders, monkeypatch):
+    monkeypatch.delenv("VGG16_WEIGHTS", raising=False)
+    root, train, _ = folders
+    proc = _cli("train", "--data", str(train), "--model", "vgg16-transfer", "--profile", "paper",
+                "--out", str(root / "no-weights"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--weights PATH" in proc.stderr and "VGG16_WEIGHTS" in proc.stderr and "strict=False" not in proc.stderr
+    assert not (root / "no-weights").exists()
+
+
+@pytest.mark.slow
+def test_cli_trains_vgg16_on_the_weights_named_by_the_variable(folders, vgg16_weights):
+    import os
+
+    root, train, other = folders
+    run = root / "vgg16"
+    env = {**os.environ, "VGG16_WEIGHTS": vgg16_weights}
+    proc = subprocess.run([sys.executable, "-m", "busutils", "train", "--model", "vgg16-transfer", "--profile",
+                           "quick", "--data", str(train), "--out", str(run), "--epochs", "3"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((run / "results.json").read_text())
+    assert results["weights"].startswith("imagenet (file vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 "
+                                         "from VGG16_WEIGHTS, sha256 5ffcc3e2b95a")
+    assert "weights: imagenet (file" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "busutils", "evaluate", str(run), "--data", str(other), "--json"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["n"] == 24

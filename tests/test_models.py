@@ -45,6 +45,16 @@ def _build(name: str, size: int, n_classes: int, **kwargs) -> models.Built:
     return build_model(name, (size, size, 3), n_classes, **kwargs)
 
 
+def _output_dense(model: keras.Model) -> keras.layers.Dense:
+    """The last Dense layer of ``model``, looking inside nested models (the classifier head)."""
+    for layer in reversed(model.layers):
+        if isinstance(layer, keras.layers.Dense):
+            return layer
+        if isinstance(layer, keras.Model):
+            return _output_dense(layer)
+    raise AssertionError(f"{model.name} has no Dense layer")
+
+
 def _trainable_paths(model: keras.Model) -> set[str]:
     return {w.path for w in model.trainable_weights}
 
@@ -63,9 +73,17 @@ def test_factories_build_compile_and_predict(name, n_classes, size):
     out = keras.ops.convert_to_numpy(model(_images(2, size), training=False))
     units = 1 if n_classes == 2 else n_classes
     assert out.shape == (2, units)
-    assert np.all((out >= 0) & (out <= 1))
     if n_classes > 2:
         np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+    # The output layer is a sigmoid (binary) or softmax of its Dense layer: with a zero kernel
+    # every image gets the activation of the bias, computed here by hand.
+    dense = _output_dense(model)
+    bias = np.array([0.7]) if n_classes == 2 else np.array([0.2, -0.5, 1.0])
+    dense.kernel.assign(np.zeros(dense.kernel.shape))
+    dense.bias.assign(bias)
+    expected = 1 / (1 + np.exp(-bias)) if n_classes == 2 else np.exp(bias) / np.exp(bias).sum()
+    out = keras.ops.convert_to_numpy(model(_images(2, size, seed=1), training=False))
+    np.testing.assert_allclose(out, np.tile(expected, (2, 1)), rtol=1e-6)
     assert model.optimizer is not None
     expected_loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
     assert model.loss == expected_loss
