@@ -28,6 +28,7 @@ def test_every_toc_entry_exists_and_notebooks_have_a_parameters_cell():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = book_sources.toc_files(toc)
     assert files[0] == "book/intro" and "book/01_data_tour" in files
+    assert "book/exercises/01_audit_your_folder" in files
     for name in files:
         candidates = [ROOT / f"{name}{suffix}" for suffix in (".md", ".ipynb")]
         assert any(p.exists() for p in candidates), name
@@ -42,6 +43,7 @@ def test_every_toc_entry_exists_and_notebooks_have_a_parameters_cell():
 def test_every_part_of_the_toc_is_numbered():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     assert [part.get("numbered") for part in toc["parts"]] == [True] * len(toc["parts"])
+    assert toc["parts"][-1]["caption"] == "Exercises"
 
 
 def test_strip_tf_logs_keeps_real_warnings():
