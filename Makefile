@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= quick
 STAMP := $(VENV)/.installed
 
-.PHONY: install book notebooks html test test-fast bench clean
+.PHONY: install book notebooks html exercises sync test test-fast bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,14 @@ html: $(STAMP)
 	@echo "The book is at _build/html/index.html"
 
 book: notebooks html
+
+# Student editions of book/exercises (no solutions, no outputs) and a zip of them, in _build/exercises
+exercises: $(STAMP)
+	$(PY) scripts/make_exercises.py
+
+# Rewrite the Colab set-up cell of every notebook in _toc.yml (after changing _config.yml's repository url)
+sync: $(STAMP)
+	$(PY) scripts/sync_notebooks.py
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -3,32 +3,47 @@
 The committed notebooks stay free of outputs: the book's sources (_config.yml, _toc.yml and
 book/) are copied to _build/src, and each notebook is executed there in place with the named
 profile's parameters.  `jupyter-book build _build/src` then renders them without re-executing.
+
+Each executed notebook is tidied for readers: TensorFlow's start-up log lines are dropped,
+papermill's injected-parameters cell is removed from the page (the ``parameters`` cell stays
+as the visible list of knobs), and a sentence after the title says how long the notebook took
+and on what machine.  The same measurements go to ``_build/src/run_times.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import os
+import platform
 import re
 import shutil
+import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
 import papermill
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from book_sources import ROOT, read_config, repository_url, toc_notebooks
+
+COLAB_URL = "https://colab.research.google.com"
+# A hung cell fails the build after this long (papermill's execution_timeout applies to each
+# cell). The profile's own `chapter_timeout` wins when it has one.
+TIMEOUTS = {"quick": 30 * 60, "paper": 4 * 60 * 60}
+FALLBACK_TIMEOUT = 4 * 60 * 60
+RUN_TIMES = "run_times.json"
+
 # TensorFlow's C++ start-up log lines (CUDA probing, oneDNN notices) reach a notebook's stderr
 # before any Python setting can silence them; they are noise in a rendered book.
 TF_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
                          r"|[IWE]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\]|To enable the following instructions)")
 
 
-def strip_tf_logs(path: Path) -> None:
+def strip_tf_logs(notebook: nbformat.NotebookNode) -> None:
     """Remove TensorFlow's C++ log lines from the stderr outputs of an executed notebook."""
-    notebook = nbformat.read(path, as_version=4)
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
@@ -41,64 +56,156 @@ def strip_tf_logs(path: Path) -> None:
                 output.text = "".join(lines)
             kept.append(output)
         cell.outputs = kept
+
+
+def hide_injected_parameters(notebook: nbformat.NotebookNode) -> None:
+    """Tag papermill's injected-parameters cell ``remove-cell``: readers see one parameters cell."""
+    for cell in notebook.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+
+
+def cpu_model(cpuinfo: str | None) -> str:
+    """The CPU's model name from the text of /proc/cpuinfo, else what `platform` knows."""
+    for line in (cpuinfo or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            return value.strip()
+    return platform.processor() or platform.machine() or "an unknown CPU"
+
+
+def machine_info() -> dict:
+    """Where the notebooks run: CPU model, the cores this process may use, NVIDIA GPUs if any."""
+    cpuinfo = Path("/proc/cpuinfo")
+    cpu = cpu_model(cpuinfo.read_text() if cpuinfo.exists() else None)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpus = []
+    if shutil.which("nvidia-smi"):
+        query = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                               capture_output=True, text=True)
+        if query.returncode == 0:
+            gpus = [line.strip() for line in query.stdout.splitlines() if line.strip()]
+    return {"cpu": cpu, "cores": cores, "gpus": gpus, "platform": platform.platform()}
+
+
+def format_duration(seconds: float) -> str:
+    """'42 s', '3 min 5 s' or '2 h 0 min 7 s'."""
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min {secs} s"
+    if minutes:
+        return f"{minutes} min {secs} s"
+    return f"{secs} s"
+
+
+def run_note(seconds: float, machine: dict, profile: str, what: str = "This chapter") -> str:
+    """The sentence placed under a notebook's title: how long it ran, on what, with which profile."""
+    where = f"{machine['cpu']}, {machine['cores']} cores"
+    if machine.get("gpus"):
+        where += f" and {len(machine['gpus'])} GPU ({', '.join(machine['gpus'])})"
+    return f"{what} ran in {format_duration(seconds)} on {where}, profile {profile}, in this build of the book."
+
+
+def insert_after_title(notebook: nbformat.NotebookNode, text: str) -> None:
+    """Insert a markdown cell holding ``text`` right after the notebook's title cell."""
+    title = next((i for i, c in enumerate(notebook.cells)
+                  if c.cell_type == "markdown" and c.source.lstrip().startswith("# ")), -1)
+    notebook.cells.insert(title + 1, nbformat.v4.new_markdown_cell(text))
+
+
+def finish_notebook(path: Path, machine: dict, profile: str) -> float:
+    """Tidy an executed notebook for readers and note its run time in it; return the seconds."""
+    notebook = nbformat.read(path, as_version=4)
+    seconds = float(notebook.metadata["papermill"]["duration"])
+    strip_tf_logs(notebook)
+    hide_injected_parameters(notebook)
+    what = "This exercise, solution included," if "exercises" in path.parts else "This chapter"
+    insert_after_title(notebook, run_note(seconds, machine, profile, what))
     nbformat.write(notebook, path)
+    return seconds
 
 
-def toc_files(toc: dict) -> list[str]:
-    """Every file named in a jupyter-book _toc.yml, in reading order."""
-    found = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                found.append(entry["file"])
-            walk(entry.get("sections"))
-            for part in entry.get("parts", []):
-                walk(part.get("chapters"))
-
-    walk(toc.get("chapters"))
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    return found
+def book_config(config: dict) -> dict:
+    """The executed book's _config.yml: Colab launch buttons when the repository has an address."""
+    config = copy.deepcopy(config)
+    if repository_url(config):
+        repository = config["repository"]
+        repository.setdefault("branch", "main")
+        repository.setdefault("path_to_book", "")  # _build/src mirrors the repository's root
+        config.setdefault("launch_buttons", {})["colab_url"] = COLAB_URL
+    return config
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--profile", default="quick", help="settings profile passed to every notebook")
-    parser.add_argument("--out", type=Path, default=ROOT / "_build" / "src", help="where to put the executed book")
-    parser.add_argument("--only", nargs="*", default=None, help="execute only these notebooks (names)")
-    args = parser.parse_args()
-
-    out: Path = args.out
+def prepare_sources(root: Path, out: Path) -> None:
+    """Copy the book's sources from ``root`` to a fresh ``out``, with the executed book's config."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy2(ROOT / name, out / name)
-    shutil.copytree(ROOT / "book", out / "book", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copy2(root / "_toc.yml", out / "_toc.yml")
+    (out / "_config.yml").write_text(yaml.safe_dump(book_config(read_config(root)), sort_keys=False))
+    shutil.copytree(root / "book", out / "book", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+
+
+def chapter_timeout(profile: str) -> int:
+    """Seconds a cell may run under ``profile`` before the build fails."""
+    from busutils.profiles import get_profile
+
+    settings = get_profile(profile)
+    return getattr(settings, "chapter_timeout", None) or TIMEOUTS.get(settings.name, FALLBACK_TIMEOUT)
+
+
+def execute_book(root: Path, out: Path, profile: str, *, only: list[str] | None = None,
+                 timeout: int | None = None) -> dict:
+    """Execute the book's notebooks into ``out``; return (and write) their run times."""
+    prepare_sources(root, out)
+    notebooks = toc_notebooks(out)
+    if only:
+        notebooks = [p for p in notebooks
+                     if p.stem in only or p.relative_to(out).with_suffix("").as_posix() in only]
+    timeout = timeout or chapter_timeout(profile)
+    machine = machine_info()
+    times = {"profile": profile, "timeout_s": timeout, "machine": machine, "notebooks": {}}
+    print(f"Executing {len(notebooks)} notebook(s) with profile {profile!r} (at most {timeout} s a cell) "
+          f"on {machine['cpu']}, {machine['cores']} cores; BUSI_DIR={os.environ.get('BUSI_DIR', '<unset>')}")
+    for path in notebooks:
+        name = path.relative_to(out).with_suffix("").as_posix()
+        try:
+            papermill.execute_notebook(
+                str(path),
+                str(path),
+                parameters={"profile": profile},
+                cwd=str(path.parent),
+                kernel_name="python3",
+                progress_bar=False,
+                log_output=False,
+                execution_timeout=timeout,
+            )
+        except TimeoutError as error:
+            raise TimeoutError(f"{name}: a cell ran longer than {timeout} s, the limit for profile {profile!r} "
+                               f"(--timeout changes it); the partly executed notebook is {path}") from error
+        seconds = finish_notebook(path, machine, profile)
+        times["notebooks"][name] = {"seconds": round(seconds, 1)}
+        (out / RUN_TIMES).write_text(json.dumps(times, indent=2) + "\n")
+        print(f"  {name}: {format_duration(seconds)}", flush=True)
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="quick", help="settings profile passed to every notebook")
+    parser.add_argument("--out", type=Path, default=ROOT / "_build" / "src", help="where to put the executed book")
+    parser.add_argument("--only", nargs="*", default=None, help="execute only these notebooks (names)")
+    parser.add_argument("--timeout", type=int, default=None,
+                        help="seconds a cell may run before the build fails (default: the profile's)")
+    args = parser.parse_args()
 
     # Figures must be captured by the kernel's inline backend, whatever the calling shell set.
     os.environ.pop("MPLBACKEND", None)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    notebooks = [f for f in toc_files(toc) if (ROOT / f"{f}.ipynb").exists() or f.endswith(".ipynb")]
-    if args.only:
-        notebooks = [f for f in notebooks if Path(f).stem in args.only or f in args.only]
-    print(f"Executing {len(notebooks)} notebook(s) with profile {args.profile!r}; BUSI_DIR={os.environ.get('BUSI_DIR', '<unset>')}")
-    for name in notebooks:
-        path = out / (name if name.endswith(".ipynb") else f"{name}.ipynb")
-        start = time.perf_counter()
-        papermill.execute_notebook(
-            str(path),
-            str(path),
-            parameters={"profile": args.profile},
-            cwd=str(path.parent),
-            kernel_name="python3",
-            progress_bar=False,
-            log_output=False,
-        )
-        strip_tf_logs(path)
-        print(f"  {name}: {time.perf_counter() - start:.0f} s", flush=True)
+    execute_book(ROOT, args.out, args.profile, only=args.only, timeout=args.timeout)
     return 0
 
 

@@ -1,23 +1,34 @@
-"""The book's build script: which notebooks it executes, and the log noise it strips."""
+"""The book's build script: which notebooks it executes, and how it tidies them for readers."""
 
 from __future__ import annotations
 
-import importlib.util
+import json
+import types
 from pathlib import Path
 
 import nbformat
+import pytest
 import yaml
 
+import book_sources
+import execute_book
+
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("execute_book", ROOT / "scripts" / "execute_book.py")
-execute_book = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(execute_book)
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) CPU @ 2.20GHz
+cpu cores\t: 2
+
+processor\t: 1
+model name\t: Intel(R) Xeon(R) CPU @ 2.20GHz
+"""
 
 
 def test_every_toc_entry_exists_and_notebooks_have_a_parameters_cell():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = execute_book.toc_files(toc)
+    files = book_sources.toc_files(toc)
     assert files[0] == "book/intro" and "book/01_data_tour" in files
+    assert "book/exercises/01_audit_your_folder" in files
     for name in files:
         candidates = [ROOT / f"{name}{suffix}" for suffix in (".md", ".ipynb")]
         assert any(p.exists() for p in candidates), name
@@ -29,8 +40,13 @@ def test_every_toc_entry_exists_and_notebooks_have_a_parameters_cell():
             assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name} has outputs"
 
 
-def test_strip_tf_logs_keeps_real_warnings(tmp_path):
-    nb = nbformat.v4.new_notebook()
+def test_every_part_of_the_toc_is_numbered():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    assert [part.get("numbered") for part in toc["parts"]] == [True] * len(toc["parts"])
+    assert toc["parts"][-1]["caption"] == "Exercises"
+
+
+def test_strip_tf_logs_keeps_real_warnings():
     cell = nbformat.v4.new_code_cell("1")
     cell.outputs = [
         nbformat.v4.new_output("stream", name="stderr", text=(
@@ -41,10 +57,133 @@ def test_strip_tf_logs_keeps_real_warnings(tmp_path):
             "models.py:413: RandomInitWarning: RANDOM INITIALISATION\n")),
         nbformat.v4.new_output("stream", name="stdout", text="I0000 printed by the user stays\n"),
     ]
-    nb.cells = [cell]
-    path = tmp_path / "n.ipynb"
-    nbformat.write(nb, path)
-    execute_book.strip_tf_logs(path)
-    outputs = nbformat.read(path, as_version=4).cells[0].outputs
-    assert [o.text for o in outputs] == ["models.py:413: RandomInitWarning: RANDOM INITIALISATION\n",
-                                         "I0000 printed by the user stays\n"]
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    execute_book.strip_tf_logs(notebook)
+    assert [o.text for o in notebook.cells[0].outputs] == [
+        "models.py:413: RandomInitWarning: RANDOM INITIALISATION\n", "I0000 printed by the user stays\n"]
+
+
+def test_only_the_injected_parameters_cell_is_removed():
+    cells = [nbformat.v4.new_code_cell('profile = "quick"', metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell('profile = "paper"', metadata={"tags": ["injected-parameters"]}),
+             nbformat.v4.new_code_cell("print(profile)")]
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    execute_book.hide_injected_parameters(notebook)
+    execute_book.hide_injected_parameters(notebook)  # twice: still one tag
+    assert [c.metadata.get("tags") for c in notebook.cells] == [
+        ["parameters"], ["injected-parameters", "remove-cell"], None]
+
+
+def test_cpu_model_reads_proc_cpuinfo_and_falls_back_to_platform(monkeypatch):
+    assert execute_book.cpu_model(CPUINFO) == "Intel(R) Xeon(R) CPU @ 2.20GHz"
+    monkeypatch.setattr(execute_book.platform, "processor", lambda: "arm")
+    assert execute_book.cpu_model(None) == "arm"
+    assert execute_book.cpu_model("processor\t: 0\n") == "arm"
+
+
+def test_machine_info_names_the_cpu_and_counts_cores(monkeypatch):
+    monkeypatch.setattr(execute_book.shutil, "which", lambda name: None)  # no nvidia-smi
+    machine = execute_book.machine_info()
+    assert machine["cpu"] and machine["gpus"] == []
+    assert isinstance(machine["cores"], int) and machine["cores"] >= 1
+
+
+@pytest.mark.parametrize("seconds, text", [(0.4, "0 s"), (42.6, "43 s"), (185, "3 min 5 s"),
+                                           (3600, "1 h 0 min 0 s"), (7327, "2 h 2 min 7 s")])
+def test_format_duration(seconds, text):
+    assert execute_book.format_duration(seconds) == text
+
+
+def test_run_note_states_time_machine_and_profile():
+    machine = {"cpu": "AMD EPYC", "cores": 2, "gpus": []}
+    assert execute_book.run_note(185.2, machine, "quick") == (
+        "This chapter ran in 3 min 5 s on AMD EPYC, 2 cores, profile quick, in this build of the book.")
+    machine["gpus"] = ["NVIDIA A100-SXM4-40GB"]
+    assert execute_book.run_note(61, machine, "paper", "This exercise, solution included,") == (
+        "This exercise, solution included, ran in 1 min 1 s on AMD EPYC, 2 cores and 1 GPU "
+        "(NVIDIA A100-SXM4-40GB), profile paper, in this build of the book.")
+
+
+def _notebook(*cells, duration=None):
+    notebook = nbformat.v4.new_notebook(cells=list(cells))
+    if duration is not None:
+        notebook.metadata["papermill"] = {"duration": duration}
+    return notebook
+
+
+def test_finish_notebook_puts_the_measured_time_right_after_the_title(tmp_path):
+    machine = {"cpu": "AMD EPYC", "cores": 2, "gpus": []}
+    for folder, what in (("book", "This chapter ran in 1 min 2 s"),
+                         ("book/exercises", "This exercise, solution included, ran in 1 min 2 s")):
+        path = tmp_path / folder / "n.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(_notebook(nbformat.v4.new_markdown_cell("# Title\n\nIntro."),
+                                 nbformat.v4.new_code_cell("x = 1"),
+                                 nbformat.v4.new_markdown_cell("## Next"), duration=62.3), path)
+        assert execute_book.finish_notebook(path, machine, "quick") == 62.3
+        cells = nbformat.read(path, as_version=4).cells
+        assert [c.cell_type for c in cells] == ["markdown", "markdown", "code", "markdown"]
+        assert cells[1].source.startswith(what) and "AMD EPYC, 2 cores, profile quick" in cells[1].source
+
+
+def test_book_config_adds_colab_buttons_only_with_a_repository_address():
+    config = book_sources.read_config(ROOT)
+    assert book_sources.repository_url(config) == "" and "launch_buttons" not in execute_book.book_config(config)
+    config["repository"]["url"] = "https://github.com/example/bus-book/"
+    built = execute_book.book_config(config)
+    assert built["launch_buttons"] == {"colab_url": "https://colab.research.google.com"}
+    assert built["repository"] == {"url": "https://github.com/example/bus-book/", "branch": "main",
+                                   "path_to_book": ""}
+    assert "launch_buttons" not in config  # the original is left alone
+
+
+def test_chapter_timeout_prefers_the_profile_and_falls_back_by_name(monkeypatch):
+    import busutils.profiles
+
+    profiles = {"quick": types.SimpleNamespace(name="quick", chapter_timeout=123),
+                "paper": types.SimpleNamespace(name="paper"),
+                "other": types.SimpleNamespace(name="other", chapter_timeout=None)}
+    monkeypatch.setattr(busutils.profiles, "get_profile", lambda name: profiles[name])
+    assert execute_book.chapter_timeout("quick") == 123
+    assert execute_book.chapter_timeout("paper") == 4 * 3600
+    assert execute_book.chapter_timeout("other") == execute_book.FALLBACK_TIMEOUT
+
+
+def _tiny_book(root: Path, code: str) -> Path:
+    (root / "book").mkdir(parents=True)
+    (root / "_config.yml").write_text("title: Tiny\nrepository:\n  url: ''\n")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/one\n")
+    (root / "book" / "intro.md").write_text("# Intro\n")
+    notebook = _notebook(nbformat.v4.new_markdown_cell("# One cell"),
+                         nbformat.v4.new_code_cell('profile = "none"', metadata={"tags": ["parameters"]}),
+                         nbformat.v4.new_code_cell(code))
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, root / "book" / "one.ipynb")
+    return root
+
+
+def test_execute_book_runs_papermill_and_records_what_it_measured(tmp_path):
+    root = _tiny_book(tmp_path / "src", "print(profile)")
+    out = tmp_path / "out"
+    times = execute_book.execute_book(root, out, "quick", timeout=120)
+
+    cells = nbformat.read(out / "book" / "one.ipynb", as_version=4).cells
+    assert [c.metadata.get("tags", []) for c in cells] == [
+        [], [], ["parameters"], ["injected-parameters", "remove-cell"], []]
+    assert cells[4].outputs[0].text == "quick\n"
+    recorded = json.loads((out / "run_times.json").read_text())
+    assert recorded == times and recorded["profile"] == "quick" and recorded["timeout_s"] == 120
+    seconds = recorded["notebooks"]["book/one"]["seconds"]
+    assert seconds > 0 and set(recorded["machine"]) == {"cpu", "cores", "gpus", "platform"}
+    machine = recorded["machine"]
+    expected = execute_book.run_note(seconds, machine, "quick")
+    # run_times.json rounds to 0.1 s; the note rounds to whole seconds
+    assert cells[1].source.split(" on ")[1:] == expected.split(" on ")[1:]
+    assert "{'cpu'" not in cells[1].source and f"{machine['cores']} cores" in cells[1].source
+    assert (out / "_config.yml").exists() and (out / "book" / "intro.md").exists()
+
+
+def test_a_cell_that_runs_past_the_timeout_fails_the_build(tmp_path):
+    root = _tiny_book(tmp_path / "src", "import time\ntime.sleep(120)")
+    with pytest.raises(TimeoutError, match="book/one: a cell ran longer than 2 s"):
+        execute_book.execute_book(root, tmp_path / "out", "quick", timeout=2)
