@@ -258,12 +258,13 @@ def train_model(
 
 def evaluate_model(model: keras.Model, dataset: Dataset, *, n_boot: int = 1000, seed: int = 0, batch_size: int = 32) -> dict:
     """Metrics of ``model`` on ``dataset`` with 95% bootstrap CIs (resampling duplicate groups)."""
-    scores = predict_scores(model, to_model_input(dataset.images), batch_size=batch_size)
+    scores = predict_scores(model, dataset.images, batch_size=batch_size)
     out = evaluate_predictions(dataset.labels, scores, list(dataset.class_names), n_boot=n_boot, seed=seed,
                                groups=dataset.groups)
     out["scores"] = np.asarray(scores).tolist()
     out["labels"] = dataset.labels.tolist()
     out["ids"] = list(dataset.ids)
+    out["groups"] = dataset.groups.tolist()
     return out
 
 
@@ -311,8 +312,11 @@ def make_results(
     timings = dict(timings or {})
     with Timer("evaluate", into=timings):
         test = evaluate_model(trained.model, split.test, n_boot=settings.n_boot, seed=seed, batch_size=settings.batch_size)
-        train_scores = predict_scores(trained.model, to_model_input(split.train.images), batch_size=settings.batch_size)
+        train_scores = predict_scores(trained.model, split.train.images, batch_size=settings.batch_size)
         train_metrics = classification_metrics(split.train.labels, train_scores, list(dataset.class_names))
+        val_scores = predict_scores(trained.model, split.val.images, batch_size=settings.batch_size)
+    val = {"scores": np.asarray(val_scores).tolist(), "labels": split.val.labels.tolist(), "ids": list(split.val.ids),
+           "groups": split.val.groups.tolist()}
     timings.setdefault("train", round(trained.seconds, 2))
     return {
         "model": trained.name,
@@ -323,6 +327,7 @@ def make_results(
         "weights": trained.weights_used,
         "training": trained.summary(),
         "train_metrics": train_metrics,
+        "val": val,  # validation predictions: for choosing a threshold or recalibrating, never for reporting
         "test": test,
         "seen": seen_images(split),
         "timings": timings,
@@ -364,7 +369,7 @@ def cross_validate(
         split = split_dataset(dataset, val_size=settings.val_size, seed=seed + k, test_index=test)
         with Timer() as timer:
             trained = train_model(name, split, settings, seed=seed + k, weights=weights, verbose=verbose)
-        fold_scores = predict_scores(trained.model, to_model_input(split.test.images), batch_size=settings.batch_size)
+        fold_scores = predict_scores(trained.model, split.test.images, batch_size=settings.batch_size)
         metrics = classification_metrics(split.test.labels, fold_scores, list(dataset.class_names))
         per_fold.append({"fold": k, "n_test": len(test), "weights": trained.weights_used,
                          "train_seconds": round(timer.elapsed, 2),

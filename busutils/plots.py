@@ -20,7 +20,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["plot_history", "plot_confusion_matrix", "plot_roc", "show_images", "plot_class_balance"]
+__all__ = ["plot_history", "plot_confusion_matrix", "plot_roc", "plot_evaluation", "show_images", "plot_class_balance"]
 
 _CHANCE_GID = "busutils-chance-line"
 
@@ -43,7 +43,7 @@ def _find_key(history: Mapping[str, Sequence[float]], metric: str) -> str | None
 
 def plot_history(
     history: Mapping[str, Sequence[float]],
-    metrics: Sequence[str] = ("loss", "auc"),
+    metrics: Sequence[str] | None = None,
     title: str | None = None,
     *,
     best_epoch: int | None = None,
@@ -53,10 +53,13 @@ def plot_history(
 
     ``history`` is Keras' ``History.history`` dict (``{"loss": [...], "val_loss": [...],
     ...}``); a metric's validation curve is the ``"val_<metric>"`` key, drawn when present.
-    Epochs are numbered from 1, as Keras prints them.  ``best_epoch`` (1-based, e.g.
-    ``TrainResult.best_epoch``) is the epoch whose weights were kept; a dashed vertical line
-    marks it in every panel.
+    ``metrics`` defaults to loss and AUC (loss and accuracy when there is no AUC, as for three
+    classes).  Epochs are numbered from 1, as Keras prints them.  ``best_epoch`` (e.g.
+    ``TrainResult.best_epoch``) is the epoch whose weights were kept, marked by a dashed line in
+    every panel; 0 means that no epoch beat the model as it was before training.
     """
+    if metrics is None:
+        metrics = ("loss", "auc") if _find_key(history, "auc") else ("loss", "accuracy")
     if isinstance(metrics, str):
         metrics = (metrics,)
     if not metrics:
@@ -68,8 +71,8 @@ def plot_history(
             raise KeyError(f"metric {metric!r} is not in history; available keys: {sorted(history)}")
         keys.append(key)
     n_epochs = max(len(history[k]) for k in keys)
-    if best_epoch is not None and not 1 <= int(best_epoch) <= n_epochs:
-        raise ValueError(f"best_epoch must be an epoch number in [1, {n_epochs}], got {best_epoch}")
+    if best_epoch is not None and not 0 <= int(best_epoch) <= n_epochs:
+        raise ValueError(f"best_epoch must be an epoch number in [0, {n_epochs}], got {best_epoch}")
 
     created = axes is None
     if created:
@@ -89,8 +92,8 @@ def plot_history(
             val = np.asarray(history[val_key], dtype=float)
             ax.plot(np.arange(1, len(val) + 1), val, marker=".", label="validation")
         if best_epoch is not None:
-            ax.axvline(int(best_epoch), color="0.4", linestyle="--", linewidth=1,
-                       label=f"best epoch ({int(best_epoch)})")
+            kept = f"best epoch ({int(best_epoch)})" if best_epoch else "kept: the model before training"
+            ax.axvline(int(best_epoch), color="0.4", linestyle="--", linewidth=1, label=kept)
         ax.set_title(metric)
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
@@ -176,6 +179,23 @@ def plot_roc(
     ax.set_title(title)
     ax.legend(loc="lower right")
     return ax
+
+
+def plot_evaluation(test: Mapping[str, Any], class_names: Sequence[str], name: str) -> Figure:
+    """A model's test results in one figure: confusion matrix and (two classes) ROC curve.
+
+    ``test`` is the output of :func:`busutils.evaluate.evaluate_predictions` (a results file's
+    ``"test"`` entry).
+    """
+    has_roc = test.get("roc") is not None
+    fig, axes = plt.subplots(1, 2 if has_roc else 1, figsize=(10, 4.2) if has_roc else (5, 4.2), squeeze=False)
+    plot_confusion_matrix(test["metrics"]["confusion_matrix"], class_names, ax=axes[0, 0],
+                          title="Confusion matrix (threshold 0.5)" if has_roc else "Confusion matrix")
+    if has_roc:
+        plot_roc(test["roc"]["fpr"], test["roc"]["tpr"], auc=test["metrics"]["auc"], label=name, ax=axes[0, 1])
+    fig.suptitle(f"{name} on {test['metrics']['n']} test images")
+    fig.tight_layout()
+    return fig
 
 
 def _display_range(img: np.ndarray) -> tuple[np.ndarray, float, float]:

@@ -25,7 +25,7 @@ from .evaluate import metrics_table
 from .experiment import cross_validate, data_summary, evaluate_model, run_experiment
 from .features import image_digests
 from .models import MODEL_NAMES
-from .profiles import get_profile
+from .profiles import Profile, as_dict, get_profile
 from .results import environment_info, read_json, write_json_atomic
 from .train import save_model_atomic
 
@@ -157,6 +157,38 @@ def evaluate_run(run: str | Path, *, data: str | Path | None = None, out: str | 
                   dropped=dropped, environment=environment_info())
     write_json_atomic(Path(out) if out else run / EVALUATION_FILE, result)
     return result
+
+
+def save_run(trained, results: dict, results_dir: str | Path) -> Path:
+    """Save a chapter's run as ``<model>.keras`` and ``<model>.json`` in ``results_dir`` (atomically).
+
+    Later chapters find it there with :func:`load_or_train` instead of training it again.
+    """
+    folder = Path(results_dir)
+    save_model_atomic(trained.model, folder / f"{trained.name}.keras")
+    return write_json_atomic(folder / f"{trained.name}.json", results)
+
+
+def load_or_train(name: str, dataset: Dataset, settings: Profile, *, results_dir: str | Path, seed: int = 0,
+                  verbose: int | str = 0) -> tuple[keras.Model, dict]:
+    """The model ``name`` as an earlier chapter saved it in ``results_dir``, or trained now and saved.
+
+    A saved run is used only if it was trained with the same settings, data, task and seed;
+    otherwise (or when a chapter runs alone, e.g. on Colab) the model is trained here.
+    """
+    from . import models  # noqa: F401  (registers the custom layers for loading)
+
+    folder = Path(results_dir)
+    model_path, results_path = folder / f"{name}.keras", folder / f"{name}.json"
+    if model_path.is_file() and results_path.is_file():
+        saved = read_json(results_path)
+        if (saved.get("profile") == as_dict(settings) and saved.get("seed") == seed
+                and saved["data"]["source"] == dataset.source and saved["data"]["task"] == dataset.task
+                and saved["data"]["n"] == len(dataset)):
+            return keras.models.load_model(model_path), saved
+    trained, results = run_experiment(name, dataset, settings, seed=seed, verbose=verbose)
+    save_run(trained, results, folder)
+    return trained.model, results
 
 
 def run_label(results: dict, where: str = "this run") -> str:

@@ -135,3 +135,28 @@ def test_collect_results_refuses_to_mix_tasks_seeds_profiles_and_data(tmp_path):
     with pytest.warns(UserWarning, match="task"):
         assert len(collect_results(tmp_path, reference)) == 2
     assert len(collect_results(tmp_path, reference, allow_mixed=True)) == 3
+
+
+def test_load_or_train_reuses_a_chapter_run_only_when_it_matches(tmp_path, monkeypatch):
+    from busutils import runs
+    from busutils.data import phantom_dataset
+    from busutils.profiles import get_profile
+
+    data = phantom_dataset(60, image_size=48, seed=4)
+    settings = get_profile("quick", image_size=48, epochs=1, n_boot=20)
+    model, results = runs.load_or_train("baseline", data, settings, results_dir=tmp_path, seed=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.json", "baseline.keras"]
+    assert len(results["val"]["scores"]) == len(results["val"]["ids"]) > 0
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a matching saved run must not be trained again")
+
+    monkeypatch.setattr(runs, "run_experiment", no_training)
+    again, saved = runs.load_or_train("baseline", data, settings, results_dir=tmp_path, seed=0)
+    assert saved == results
+    x = data.images[:4]
+    from busutils.train import predict_scores
+
+    np.testing.assert_array_equal(predict_scores(again, x), predict_scores(model, x))
+    with pytest.raises(AssertionError, match="must not be trained again"):
+        runs.load_or_train("baseline", data, settings, results_dir=tmp_path, seed=1)
