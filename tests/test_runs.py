@@ -153,7 +153,7 @@ def test_load_or_train_reuses_a_chapter_run_only_when_it_matches(tmp_path, monke
 
     monkeypatch.setattr(runs, "run_experiment", no_training)
     again, saved = runs.load_or_train("baseline", data, settings, results_dir=tmp_path, seed=0)
-    assert saved == results
+    assert saved["test"]["scores"] == results["test"]["scores"] and saved["seed"] == 0
     x = data.images[:4]
     from busutils.train import predict_scores
 
