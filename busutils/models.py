@@ -336,9 +336,14 @@ def classifier_head(
 
 
 def finetune_layer_names(layers_to_train: str | Sequence[str]) -> tuple[str, ...]:
-    """The VGG16 layers fine-tuning trains: ``"block5"`` (its three conv layers), a layer name, or names."""
+    """The VGG16 layers fine-tuning trains, from ``"block5"`` (its conv layers), ``"block4+block5"``,
+    a layer name such as ``"block5_conv3"``, or a sequence of layer names."""
     if isinstance(layers_to_train, str):
-        return BLOCK5 if layers_to_train == "block5" else (layers_to_train,)
+        names: list[str] = []
+        for part in layers_to_train.split("+"):
+            convs = [name for name in VGG16_LAYERS if name.startswith(f"{part}_conv")]
+            names += convs if convs else [part]
+        return tuple(names)
     return tuple(layers_to_train)
 
 
@@ -420,8 +425,9 @@ def vgg16_finetune(
 ) -> Built:
     """VGG16 with ``trainable_layers`` trainable, all else frozen, + head, compiled with SGD (approach 3).
 
-    ``trainable_layers`` is ``"block5"`` (its three conv layers: the Keras fine-tuning recipe)
-    or ``"block5_conv3"`` (the last conv layer only: the paper's words read literally).
+    ``trainable_layers`` is ``"block5"`` (its three conv layers: the Keras fine-tuning recipe),
+    ``"block5_conv3"`` (the last conv layer only: the paper's words read literally), or more,
+    e.g. ``"block4+block5"`` (see :func:`finetune_layer_names`).
     ``head_weights`` (a trained head model, a ``.weights.h5`` file of one, or its list of
     arrays) initialises the head: train the head on bottleneck features first, so that
     fine-tuning does not start from a random head whose large gradients would wreck the

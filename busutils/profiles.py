@@ -43,7 +43,7 @@ class Profile:
     head_hidden: int  # units of the head's hidden layer (0: a linear classifier)
     head_augmentation: bool  # train the head on the features of every augmented copy (else originals only)
     # VGG16 fine-tuned (approach 3)
-    finetune_layers: str  # "block5" (three conv layers) or "block5_conv3" (the last conv layer only)
+    finetune_layers: str  # "block5" (its three conv layers), "block5_conv3" (the last one only), "block4+block5"...
     finetune_epochs: int
     finetune_learning_rate: float  # SGD
     momentum: float  # SGD momentum

@@ -245,6 +245,7 @@ def test_fine_tuning_the_last_layer_only_caches_up_to_block5_conv2():
     assert VGG16_LAYERS[0] == "block1_conv1" and VGG16_LAYERS[-1] == "block5_pool" and len(VGG16_LAYERS) == 18
     assert frozen_until("block5") == "block4_pool"
     assert frozen_until("block5_conv3") == "block5_conv2"
+    assert frozen_until("block4+block5") == "block3_pool"
     model = vgg16_finetune((32, 32, 3), 2, weights="none", seed=0, trainable_layers="block5_conv3").model
     assert {p.split("/")[0] for p in _trainable_paths(model)} == {"block5_conv3", "head_dense", "head_output"}
     with pytest.raises(ValueError, match="block9"):
