@@ -459,29 +459,23 @@ def build_model(
 
 
 def chain(model: keras.Model, *, after: str | None = None, until: str | None = None) -> keras.Model:
-    """The layers of a chain-shaped ``model`` strictly after ``after`` up to ``until`` (inclusive).
+    """The part of ``model`` from the output of layer ``after`` to the output of layer ``until``.
 
     The part shares its weights with ``model``, so training it trains ``model``.  With
     ``front = chain(m, until="block4_pool")`` and ``back = chain(m, after="block4_pool")``,
     ``back(front(x)) == m(x)``: the frozen front's outputs can be computed once and cached
     while the back trains.  ``None`` means the model's input (``after``) or output (``until``).
-    Only for models that are a single chain of layers, as all models here are.
     """
     names = [layer.name for layer in model.layers]
     for name in (after, until):
         if name is not None and name not in names:
             raise ValueError(f"model {model.name!r} has no layer {name!r}")
-    first = 1 if after is None else names.index(after) + 1
-    last = len(names) - 1 if until is None else names.index(until)
-    if last < first:
-        raise ValueError(f"layer {until!r} comes before the layer after {after!r} in {model.name!r}")
-    if after is None:
-        inputs = x = model.input
-    else:
-        inputs = x = keras.Input(shape=tuple(model.get_layer(after).output.shape[1:]), name=f"{after}_output")
-    for layer in model.layers[first:last + 1]:
-        x = layer(x)
-    return keras.Model(inputs, x, name=f"{model.name}_{after or 'input'}_to_{until or 'output'}")
+    start = model.input if after is None else model.get_layer(after).output
+    end = model.output if until is None else model.get_layer(until).output
+    try:
+        return keras.Model(start, end, name=f"{model.name}_{after or 'input'}_to_{until or 'output'}")
+    except ValueError as error:
+        raise ValueError(f"layer {until!r} does not follow layer {after!r} in {model.name!r}: {error}") from None
 
 
 def layer_table(model: keras.Model):

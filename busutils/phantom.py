@@ -7,7 +7,7 @@ smoothed complex Gaussian noise, followed by log compression to 8-bit grey level
 
 Lesion images contain exactly one hypoechoic (dark) lesion whose look follows the BI-RADS
 ultrasound lexicon (see :class:`LesionFeatures`): benign lesions tend to be oval, circumscribed,
-parallel (wider than tall), homogeneous, often with posterior enhancement; malignant ones tend
+parallel (wider than tall), uniformly hypoechoic, often with posterior enhancement; malignant ones tend
 to be irregular, angular or spiculated, non-parallel (taller than wide), heterogeneous, often
 with posterior shadowing.  ``difficulty`` makes the two classes overlap, so a classifier cannot
 be perfect, and lowers lesion contrast a little.
@@ -43,7 +43,7 @@ CLASSES: tuple[str, ...] = ("benign", "malignant", "normal")
 SHAPES = ("oval", "round", "irregular")
 MARGINS = ("circumscribed", "angular", "spiculated")
 ORIENTATIONS = ("parallel", "non-parallel")
-ECHOES = ("homogeneous", "heterogeneous")
+ECHOES = ("hypoechoic", "heterogeneous")
 POSTERIORS = ("enhancement", "none", "shadowing")
 
 # Typical BI-RADS descriptors per class as (values, probabilities).  ``sample_features`` draws
@@ -54,7 +54,7 @@ _TYPICAL: dict[str, dict[str, tuple[tuple[str, ...], tuple[float, ...]]]] = {
         "shape": (("oval", "round"), (0.7, 0.3)),
         "margin": (("circumscribed",), (1.0,)),
         "orientation": (("parallel",), (1.0,)),
-        "echo": (("homogeneous",), (1.0,)),
+        "echo": (("hypoechoic",), (1.0,)),
         "posterior": (("enhancement", "none"), (0.6, 0.4)),
     },
     "malignant": {
@@ -86,10 +86,15 @@ class LesionFeatures:
     ----------
     shape : {"oval", "round", "irregular"}
     margin : {"circumscribed", "angular", "spiculated"}
+        BI-RADS margins are circumscribed or not circumscribed (indistinct, angular,
+        microlobulated, spiculated); the phantom draws circumscribed, angular (with some
+        microlobulation) and spiculated ones.
     orientation : {"parallel", "non-parallel"}
         Parallel means the long axis follows the skin (wider than tall).
-    echo : {"homogeneous", "heterogeneous"}
-        Interior echo pattern.
+    echo : {"hypoechoic", "heterogeneous"}
+        Echo pattern (BI-RADS): a uniformly hypoechoic (dark) interior, or a heterogeneous one.
+        The lexicon has more patterns (anechoic, hyperechoic, isoechoic, complex cystic and
+        solid); the phantom draws these two.
     posterior : {"enhancement", "none", "shadowing"}
         Posterior acoustic feature: a brighter or darker band below the lesion.
     """

@@ -20,7 +20,8 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["plot_history", "plot_confusion_matrix", "plot_roc", "plot_evaluation", "show_images", "plot_class_balance"]
+__all__ = ["plot_history", "plot_confusion_matrix", "plot_roc", "plot_evaluation", "show_images", "plot_class_balance",
+           "show_filters", "plot_embedding"]
 
 _CHANCE_GID = "busutils-chance-line"
 
@@ -312,4 +313,56 @@ def plot_class_balance(
     ax.set_xlabel("class")
     ax.set_ylabel("number of images")
     ax.set_title(title)
+    return ax
+
+
+def show_filters(layer: Any, *, ncols: int = 8, title: str | None = None) -> Figure:
+    """The kernels of a first convolutional layer (3 input channels) as small RGB tiles.
+
+    Each filter is scaled on its own to the full colour range, so its pattern shows whatever
+    its magnitude: edge and colour detectors after ImageNet training, noise when random.
+    """
+    kernel = np.asarray(layer.get_weights()[0], dtype=float)
+    if kernel.ndim != 4 or kernel.shape[2] != 3:
+        raise ValueError(f"expected a conv kernel of shape (h, w, 3, n), got {kernel.shape}")
+    n = kernel.shape[3]
+    rows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(rows, ncols, figsize=(0.8 * ncols, 0.8 * rows + 0.6), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < n:
+            tile = kernel[:, :, :, i]
+            low, high = tile.min(), tile.max()
+            ax.imshow((tile - low) / (high - low) if high > low else np.zeros_like(tile), interpolation="nearest")
+    fig.suptitle(title or f"{getattr(layer, 'name', 'layer')}: {n} filters")
+    return fig
+
+
+def plot_embedding(
+    features: Any, labels: Any, class_names: Sequence[str], *, title: str = "Features in two dimensions",
+    ax: Axes | None = None,
+) -> Axes:
+    """Features ``(n, d)`` projected on their first two principal components, coloured by class.
+
+    The features are standardised first, so that no single large feature decides the picture.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.asarray(features, dtype=float)
+    y = np.asarray(labels)
+    if x.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"features must be (n, d) with one label each; got {x.shape} and {y.shape}")
+    pca = PCA(n_components=2, random_state=0)
+    points = pca.fit_transform(StandardScaler().fit_transform(x))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4.5))
+    for index, name in enumerate(class_names):
+        chosen = y == index
+        ax.scatter(points[chosen, 0], points[chosen, 1], s=14, alpha=0.7, label=f"{name} ({chosen.sum()})")
+    share = pca.explained_variance_ratio_
+    ax.set_xlabel(f"first principal component ({share[0]:.0%} of the variance)")
+    ax.set_ylabel(f"second principal component ({share[1]:.0%})")
+    ax.set_title(title)
+    ax.legend()
     return ax

@@ -19,7 +19,7 @@ from busutils.phantom import (
     write_busi_layout,
 )
 
-BENIGN = LesionFeatures("oval", "circumscribed", "parallel", "homogeneous", "none")
+BENIGN = LesionFeatures("oval", "circumscribed", "parallel", "hypoechoic", "none")
 
 
 def _extent(mask: np.ndarray) -> tuple[int, int]:
@@ -142,7 +142,7 @@ def test_sample_features_typical_at_zero_difficulty_and_mixed_at_one():
     share = np.mean([f.orientation == "non-parallel" for f in hard])
     assert 0.4 < share < 0.6  # at difficulty 1 the descriptors ignore the label
     medium = [sample_features("malignant", 0.5, rng) for _ in range(400)]
-    share = np.mean([f.echo == "homogeneous" for f in medium])
+    share = np.mean([f.echo == "hypoechoic" for f in medium])
     assert 0.15 < share < 0.35
 
 
@@ -164,7 +164,7 @@ def test_posterior_shadowing_darkens_and_enhancement_brightens():
 
 def test_features_argument_is_honoured():
     rng_seed = 21
-    parallel = LesionFeatures("oval", "circumscribed", "parallel", "homogeneous", "none")
+    parallel = LesionFeatures("oval", "circumscribed", "parallel", "hypoechoic", "none")
     upright = replace(parallel, orientation="non-parallel")
     spiculated = replace(parallel, margin="spiculated")
     masks = {}
@@ -191,7 +191,7 @@ def test_heterogeneous_interior_is_more_variable():
             out.append(np.log1p(image[mask].astype(float)).std())
         return np.mean(out)
 
-    assert interior_spread("heterogeneous") > interior_spread("homogeneous")
+    assert interior_spread("heterogeneous") > interior_spread("hypoechoic")
 
 
 def test_difficulty_reduces_contrast():
@@ -228,7 +228,7 @@ def test_phantom_image_validation(kwargs, word):
 
 def test_lesion_features_validation_and_sample_features_label():
     with pytest.raises(ValueError, match="shape"):
-        LesionFeatures("square", "circumscribed", "parallel", "homogeneous", "none")
+        LesionFeatures("square", "circumscribed", "parallel", "hypoechoic", "none")
     with pytest.raises(ValueError, match="label"):
         sample_features("normal", 0.5, np.random.default_rng(0))
     with pytest.raises(ValueError, match="difficulty"):

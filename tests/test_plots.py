@@ -12,7 +12,9 @@ import pytest  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from busutils.plots import plot_class_balance, plot_confusion_matrix, plot_history, plot_roc, show_images  # noqa: E402
+from busutils.plots import (  # noqa: E402
+    plot_class_balance, plot_confusion_matrix, plot_embedding, plot_history, plot_roc, show_filters, show_images,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -138,3 +140,29 @@ def test_show_image_groups_one_row_per_group():
     assert not fig.axes[-1].axison
     with pytest.raises(ValueError, match="captions"):
         show_image_groups(images, [[0, 1]], ["a"], title="x")
+
+
+def test_show_filters_draws_one_tile_per_filter_scaled_to_the_full_range():
+    import keras
+
+    layer = keras.layers.Conv2D(10, 3, name="block1_conv1")
+    layer.build((None, 8, 8, 3))
+    fig = show_filters(layer, ncols=4, title="filters")
+    images = [ax.get_images()[0].get_array() for ax in fig.axes if ax.get_images()]
+    assert len(images) == 10 and len(fig.axes) == 12
+    assert all(np.isclose(im.min(), 0) and np.isclose(im.max(), 1) for im in images)
+    with pytest.raises(ValueError, match="3, n"):
+        grey = keras.layers.Conv2D(4, 3)
+        grey.build((None, 8, 8, 1))
+        show_filters(grey)
+
+
+def test_plot_embedding_separates_separable_classes_along_the_first_component():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 50)
+    features = rng.normal(size=(100, 20))
+    features[:, :10] += 3 * labels[:, None]  # the classes differ along ten correlated features
+    ax = plot_embedding(features, labels, ["benign", "malignant"])
+    first, second = (coll.get_offsets()[:, 0] for coll in ax.collections)
+    assert abs(first.mean() - second.mean()) > 2 * max(first.std(), second.std())
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["benign (50)", "malignant (50)"]
