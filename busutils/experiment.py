@@ -20,8 +20,8 @@ from .augment import augmented_copies, make_augmentation
 from .data import Dataset
 from .evaluate import classification_metrics, evaluate_predictions
 from .features import ActivationStore, image_digests
-from .models import (MODEL_NAMES, build_model, chain, classifier_head, compile_for, count_params, frozen_until,
-                     make_optimizer, set_head_weights)
+from .models import (MODEL_NAMES, VGG16_LAYERS, build_model, chain, classifier_head, compile_for, count_params,
+                     feature_layers, frozen_until, make_optimizer, set_head_weights)
 from .precision import precision_scope
 from .profiles import Profile, as_dict
 from .results import Timer, environment_info
@@ -129,32 +129,37 @@ class FrozenVGG16:
     """The frozen front of a VGG16 model, run once per image through an :class:`ActivationStore`.
 
     ``activations(images)`` gives the output of the last frozen layer (``layer``);
-    ``pooled(images)`` the globally average-pooled output of ``block5_pool`` (the transfer
-    model's "bottleneck features"), computed from the cached activations.
+    ``pooled(images)`` the classifier's input (the layer ``"features"``: globally averaged
+    outputs of the blocks the profile's ``head_features`` names), computed from the cached
+    activations and cached in turn.
     """
 
     def __init__(self, model: keras.Model, weights_used: str, settings: Profile, policy: str, *, seed: int,
                  batch_size: int = 32):
         self.layer = frozen_until(settings.finetune_layers)
+        early = [name for name in feature_layers(settings.head_features)
+                 if VGG16_LAYERS.index(name) < VGG16_LAYERS.index(self.layer)]
+        if early:
+            raise ValueError(f"head_features={settings.head_features!r} reads {early}, before the frozen part's "
+                             f"cached output {self.layer} (finetune_layers={settings.finetune_layers!r}); "
+                             "read later blocks or fine-tune from an earlier layer")
         self.front = chain(model, until=self.layer)
-        self.middle = chain(model, after=self.layer, until="block5_pool")
+        self.pooler = chain(model, after=self.layer, until="features")
         self.batch_size = batch_size
         key = {"network": "vgg16", "weights": weights_used, "image_size": settings.image_size,
                "preprocessing": "VGG16Preprocess: RGB->BGR, minus ImageNet means", "precision": policy}
         if weights_used.startswith("random"):
             key["seed"] = seed  # random weights are reproducible only through their seed
         self.maps = ActivationStore({**key, "layer": self.layer}, dtype="float16")
-        self.vectors = ActivationStore({**key, "layer": "global average of block5_pool"})
+        self.vectors = ActivationStore({**key, "layer": f"global averages of {settings.head_features}",
+                                        "from": self.layer})
 
     def activations(self, images: np.ndarray) -> np.ndarray:
         return self.maps.get(images, lambda x: extract_features(self.front, x, batch_size=self.batch_size))
 
     def pooled(self, images: np.ndarray) -> np.ndarray:
-        def compute(x):
-            maps = extract_features(self.middle, self.activations(x), batch_size=self.batch_size)
-            return maps.mean(axis=(1, 2))
-
-        return self.vectors.get(images, compute)
+        return self.vectors.get(images, lambda x: extract_features(self.pooler, self.activations(x),
+                                                                   batch_size=self.batch_size))
 
 
 def _train_head(frozen: FrozenVGG16, train_images: np.ndarray, train_labels: np.ndarray, split: Split,
@@ -220,7 +225,8 @@ def train_model(
     with precision_scope(settings.precision) as policy:
         model, used = build_model(name, shape, n_classes, weights=weights or settings.weights,
                                   strict=settings.strict_weights, seed=seed, hidden=settings.head_hidden,
-                                  dropout=settings.dropout, l2=settings.l2, **options)
+                                  dropout=settings.dropout, l2=settings.l2, features=settings.head_features,
+                                  **options)
     frozen = FrozenVGG16(model, used, settings, policy, seed=seed, batch_size=settings.batch_size)
     copies = settings.augment_copies if settings.augmentation != "none" else 1
     train_images = augmented_copies(split.train.images, copies, settings.augmentation, seed=seed)

@@ -45,6 +45,7 @@ __all__ = [
     "compile_for",
     "count_params",
     "finetune_layer_names",
+    "feature_layers",
     "frozen_until",
     "layer_table",
     "make_optimizer",
@@ -357,6 +358,20 @@ def frozen_until(layers_to_train: str | Sequence[str]) -> str:
     return VGG16_LAYERS[VGG16_LAYERS.index(order[0]) - 1]
 
 
+def feature_layers(features: str) -> tuple[str, ...]:
+    """The VGG16 layers whose globally averaged outputs feed the classifier.
+
+    ``"block5"``: the output of the last block, the "bottleneck features" of the paper;
+    ``"block4+block5"``: the last two blocks' outputs side by side (1,024 features), which
+    transfer better to ultrasound, whose textures are far from ImageNet's objects.
+    """
+    layers_ = tuple(f"{part}_pool" for part in features.split("+"))
+    unknown = [name for name in layers_ if name not in VGG16_LAYERS]
+    if unknown or not features:
+        raise ValueError(f"features={features!r}: use 'block5' or e.g. 'block4+block5'")
+    return layers_
+
+
 def _vgg16_with_head(
     name: str,
     input_shape,
@@ -369,16 +384,20 @@ def _vgg16_with_head(
     l2: float,
     seed: int | None,
     trainable: Sequence[str],
+    features: str,
 ) -> Built:
-    """VGG16 base + head in one flat functional model; only ``trainable`` base layers train."""
+    """VGG16 base + pooled features + head in one functional model; only ``trainable`` base layers train."""
     base, used = vgg16_base(input_shape, weights, strict=strict, seed=seed)
     for layer in base.layers:
         layer.trainable = layer.name in trainable
+    pooled = [layers.GlobalAveragePooling2D(name=f"gap_{name_}")(base.get_layer(name_).output)
+              for name_ in feature_layers(features)]
+    vector = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="concat_features")(pooled)
+    vector = layers.Identity(name="features")(vector)
     head = classifier_head(
-        base.outputs[0].shape[1:], n_classes, hidden=hidden, dropout=dropout, l2=l2,
-        seed=_seed(seed, 1000),
+        vector.shape[1:], n_classes, hidden=hidden, dropout=dropout, l2=l2, seed=_seed(seed, 1000),
     )
-    model = keras.Model(base.input, head(base.outputs[0]), name=name)
+    model = keras.Model(base.input, head(vector), name=name)
     return Built(model, used)
 
 
@@ -393,16 +412,18 @@ def vgg16_transfer(
     dropout: float = 0.5,
     l2: float = 1e-4,
     optimizer: str = "adam",
+    features: str = "block5",
     seed: int | None = None,
 ) -> Built:
     """Frozen VGG16 base + :func:`classifier_head`, compiled with ``optimizer`` (approach 2).
 
     Only the head trains: on features computed once per image (see :mod:`busutils.experiment`),
-    which is the same model and far cheaper than running VGG16 at every epoch.
+    which is the same model and far cheaper than running VGG16 at every epoch.  ``features``
+    chooses the blocks whose pooled outputs the head reads (:func:`feature_layers`).
     """
     built = _vgg16_with_head(
         "vgg16_transfer", input_shape, n_classes, weights=weights, strict=strict,
-        hidden=hidden, dropout=dropout, l2=l2, seed=seed, trainable=(),
+        hidden=hidden, dropout=dropout, l2=l2, seed=seed, trainable=(), features=features,
     )
     compile_for(built.model, n_classes, make_optimizer(optimizer, learning_rate))
     return built
@@ -421,6 +442,7 @@ def vgg16_finetune(
     l2: float = 1e-4,
     seed: int | None = None,
     trainable_layers: str | Sequence[str] = "block5",
+    features: str = "block5",
     head_weights=None,
 ) -> Built:
     """VGG16 with ``trainable_layers`` trainable, all else frozen, + head, compiled with SGD (approach 3).
@@ -434,8 +456,8 @@ def vgg16_finetune(
     pre-trained layers.
     """
     built = _vgg16_with_head(
-        "vgg16_finetune", input_shape, n_classes, weights=weights, strict=strict,
-        hidden=hidden, dropout=dropout, l2=l2, seed=seed, trainable=finetune_layer_names(trainable_layers),
+        "vgg16_finetune", input_shape, n_classes, weights=weights, strict=strict, hidden=hidden,
+        dropout=dropout, l2=l2, seed=seed, trainable=finetune_layer_names(trainable_layers), features=features,
     )
     if head_weights is not None:
         set_head_weights(built.model, head_weights)

@@ -40,6 +40,7 @@ class Profile:
     # VGG16 as a frozen feature extractor (approach 2)
     head_epochs: int
     head_learning_rate: float
+    head_features: str  # the blocks whose averaged outputs the head reads: "block5" (the paper's) or "block4+block5"
     head_hidden: int  # units of the head's hidden layer (0: a linear classifier)
     head_augmentation: bool  # train the head on the features of every augmented copy (else originals only)
     # VGG16 fine-tuned (approach 3)
@@ -79,6 +80,7 @@ PROFILES: dict[str, Profile] = {
         reduce_lr_patience=0,
         head_epochs=50,
         head_learning_rate=1e-3,
+        head_features="block5",
         head_hidden=256,
         head_augmentation=True,
         finetune_layers="block5_conv3",
@@ -113,6 +115,7 @@ PROFILES: dict[str, Profile] = {
         reduce_lr_patience=5,
         head_epochs=100,
         head_learning_rate=1e-3,
+        head_features="block4+block5",
         head_hidden=64,
         head_augmentation=True,
         finetune_layers="block5",

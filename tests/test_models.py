@@ -305,3 +305,20 @@ def test_models_train_on_jax_backend(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "JAX OK" in result.stdout
+
+
+def test_the_head_reads_the_pooled_outputs_of_the_blocks_asked_for():
+    from busutils.models import feature_layers
+
+    assert feature_layers("block5") == ("block5_pool",)
+    assert feature_layers("block4+block5") == ("block4_pool", "block5_pool")
+    with pytest.raises(ValueError, match="block9"):
+        feature_layers("block9")
+    one = vgg16_transfer((32, 32, 3), 2, weights="none", seed=0).model
+    two = vgg16_transfer((32, 32, 3), 2, weights="none", seed=0, features="block4+block5").model
+    assert one.get_layer("features").output.shape[-1] == 512
+    assert two.get_layer("features").output.shape[-1] == 1024
+    x = _images(2, 32)
+    block4 = keras.ops.convert_to_numpy(chain(two, until="block4_pool")(x)).mean(axis=(1, 2))
+    features = keras.ops.convert_to_numpy(chain(two, until="features")(x))
+    np.testing.assert_allclose(features[:, :512], block4, rtol=1e-5, atol=1e-5)

@@ -301,3 +301,14 @@ def test_layer_table_lists_weighted_layers_and_their_state():
     trainable = set(table.loc[table.trainable, "layer"])
     assert trainable == {"block5_conv1", "block5_conv2", "block5_conv3", "head"}
     assert table.loc[table.layer == "block1_conv1", "weights"].item() == 3 * 3 * 3 * 64 + 64
+
+
+def test_features_read_before_the_cached_layer_are_refused(tiny_data):
+    from busutils.experiment import FrozenVGG16
+    from busutils.models import vgg16_finetune
+
+    settings = tiny_profile(finetune_layers="block5_conv3", head_features="block4+block5")
+    model, used = vgg16_finetune((48, 48, 3), 2, weights="none", seed=0, trainable_layers="block5_conv3",
+                                 features="block4+block5")
+    with pytest.raises(ValueError, match="block4_pool.*block5_conv2"):
+        FrozenVGG16(model, used, settings, "float32", seed=0)
