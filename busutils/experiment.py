@@ -187,6 +187,7 @@ def train_model(
     seed: int = 0,
     weights: str | None = None,
     verbose: int | str = 2,
+    copies_seed: int | None = None,
 ) -> Trained:
     """Train ``name`` ("baseline", "vgg16-transfer" or "vgg16-finetune") on ``split`` with ``settings``.
 
@@ -198,6 +199,9 @@ def train_model(
       one copy of each image per epoch) or on images augmented online through the whole network
       (``"online"``, exact and slower).  The classifier alone stays a candidate: if fine-tuning
       never beats it on the validation part, it is kept.
+
+    The augmented copies are drawn with ``copies_seed`` (default: ``seed``): like the paper's
+    one fixed augmented set, the same copies of an image serve every fold of a cross-validation.
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; use one of {', '.join(MODEL_NAMES)}")
@@ -229,7 +233,8 @@ def train_model(
                                   **options)
     frozen = FrozenVGG16(model, used, settings, policy, seed=seed, batch_size=settings.batch_size)
     copies = settings.augment_copies if settings.augmentation != "none" else 1
-    train_images = augmented_copies(split.train.images, copies, settings.augmentation, seed=seed)
+    train_images = augmented_copies(split.train.images, copies, settings.augmentation,
+                                    seed=seed if copies_seed is None else copies_seed)
     head_images = train_images if settings.head_augmentation else train_images[:, :1]
     head, head_result = _train_head(frozen, head_images, split.train.labels, split, settings, n_classes, seed, verbose)
     set_head_weights(model, head)
@@ -374,7 +379,8 @@ def cross_validate(
     for k, (_, test) in enumerate(group_kfold(dataset.labels, dataset.groups, n_splits=folds, seed=seed)):
         split = split_dataset(dataset, val_size=settings.val_size, seed=seed + k, test_index=test)
         with Timer() as timer:
-            trained = train_model(name, split, settings, seed=seed + k, weights=weights, verbose=verbose)
+            trained = train_model(name, split, settings, seed=seed + k, weights=weights, verbose=verbose,
+                                  copies_seed=seed)
         fold_scores = predict_scores(trained.model, split.test.images, batch_size=settings.batch_size)
         metrics = classification_metrics(split.test.labels, fold_scores, list(dataset.class_names))
         per_fold.append({"fold": k, "n_test": len(test), "weights": trained.weights_used,
