@@ -20,8 +20,8 @@ from .augment import augmented_copies, make_augmentation
 from .data import Dataset
 from .evaluate import classification_metrics, evaluate_predictions
 from .features import ActivationStore, image_digests
-from .models import (MODEL_NAMES, VGG16_LAYERS, build_model, chain, classifier_head, compile_for, count_params,
-                     feature_layers, frozen_until, make_optimizer, set_head_weights)
+from .models import (MODEL_NAMES, build_model, chain, classifier_head, compile_for, count_params, frozen_until,
+                     make_optimizer, set_head_weights)
 from .precision import precision_scope
 from .profiles import Profile, as_dict
 from .results import Timer, environment_info
@@ -137,22 +137,23 @@ class FrozenVGG16:
     def __init__(self, model: keras.Model, weights_used: str, settings: Profile, policy: str, *, seed: int,
                  batch_size: int = 32):
         self.layer = frozen_until(settings.finetune_layers)
-        early = [name for name in feature_layers(settings.head_features)
-                 if VGG16_LAYERS.index(name) < VGG16_LAYERS.index(self.layer)]
-        if early:
-            raise ValueError(f"head_features={settings.head_features!r} reads {early}, before the frozen part's "
-                             f"cached output {self.layer} (finetune_layers={settings.finetune_layers!r}); "
-                             "read later blocks or fine-tune from an earlier layer")
         self.front = chain(model, until=self.layer)
-        self.pooler = chain(model, after=self.layer, until="features")
+        try:
+            self.pooler = chain(model, after=self.layer, until="features")
+        except ValueError:
+            raise ValueError(f"{model.name}'s features read layers before {self.layer}, the frozen part's cached "
+                             f"output (finetune_layers={settings.finetune_layers!r}): read later blocks "
+                             "(head_features) or fine-tune from an earlier layer") from None
         self.batch_size = batch_size
-        key = {"network": "vgg16", "weights": weights_used, "image_size": settings.image_size,
-               "preprocessing": "VGG16Preprocess: RGB->BGR, minus ImageNet means", "precision": policy}
+        # The keys describe the networks themselves (their layers, weights, input, arithmetic), so that
+        # activations of one network are never served for another.
+        key = {"network": [layer.name for layer in self.front.layers], "weights": weights_used,
+               "image_size": settings.image_size, "preprocessing": "VGG16Preprocess: RGB->BGR, minus ImageNet means",
+               "precision": policy}
         if weights_used.startswith("random"):
             key["seed"] = seed  # random weights are reproducible only through their seed
-        self.maps = ActivationStore({**key, "layer": self.layer}, dtype="float16")
-        self.vectors = ActivationStore({**key, "layer": f"global averages of {settings.head_features}",
-                                        "from": self.layer})
+        self.maps = ActivationStore(key, dtype="float16")
+        self.vectors = ActivationStore({**key, "then": [layer.name for layer in self.pooler.layers[1:]]})
 
     def activations(self, images: np.ndarray) -> np.ndarray:
         return self.maps.get(images, lambda x: extract_features(self.front, x, batch_size=self.batch_size))

@@ -310,5 +310,21 @@ def test_features_read_before_the_cached_layer_are_refused(tiny_data):
     settings = tiny_profile(finetune_layers="block5_conv3", head_features="block4+block5")
     model, used = vgg16_finetune((48, 48, 3), 2, weights="none", seed=0, trainable_layers="block5_conv3",
                                  features="block4+block5")
-    with pytest.raises(ValueError, match="block4_pool.*block5_conv2"):
+    with pytest.raises(ValueError, match="before block5_conv2"):
         FrozenVGG16(model, used, settings, "float32", seed=0)
+
+
+def test_the_activation_cache_is_keyed_by_the_network_not_by_the_settings(tiny_data):
+    """A model whose features differ from the profile's must never be served the profile's cache."""
+    from busutils.experiment import FrozenVGG16
+    from busutils.models import vgg16_transfer
+
+    settings = tiny_profile(head_features="block4+block5")
+    stores = []
+    for features in ("block5", "block4+block5"):
+        model, used = vgg16_transfer((48, 48, 3), 2, weights="none", seed=0, features=features)
+        frozen = FrozenVGG16(model, used, settings, "float32", seed=0)
+        assert frozen.pooled(tiny_data.images[:3]).shape == (3, 512 * len(features.split("+")))
+        stores.append(frozen)
+    assert stores[0].maps.folder == stores[1].maps.folder  # the same frozen front: shared
+    assert stores[0].vectors.folder != stores[1].vectors.folder
