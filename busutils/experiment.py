@@ -171,7 +171,7 @@ def _train_head(frozen: FrozenVGG16, train_images: np.ndarray, train_labels: np.
     y_train = np.repeat(train_labels, copies)
     x_val = frozen.pooled(split.val.images)
     head = classifier_head(x_train.shape[1:], n_classes, hidden=settings.head_hidden, dropout=settings.dropout,
-                           l2=settings.l2, seed=seed)
+                           l2=settings.head_l2, seed=seed)
     head.get_layer("head_norm").adapt(x_train)
     compile_for(head, n_classes, make_optimizer(settings.baseline_optimizer, settings.head_learning_rate))
     result = fit(head, (x_train, y_train), (x_val, split.val.labels), epochs=settings.head_epochs,
@@ -230,7 +230,7 @@ def train_model(
     with precision_scope(settings.precision) as policy:
         model, used = build_model(name, shape, n_classes, weights=weights or settings.weights,
                                   strict=settings.strict_weights, seed=seed, hidden=settings.head_hidden,
-                                  dropout=settings.dropout, l2=settings.l2, features=settings.head_features,
+                                  dropout=settings.dropout, l2=settings.head_l2, features=settings.head_features,
                                   **options)
     frozen = FrozenVGG16(model, used, settings, policy, seed=seed, batch_size=settings.batch_size)
     copies = settings.augment_copies if settings.augmentation != "none" else 1

@@ -185,6 +185,11 @@ SETTINGS: dict[str, Statement] = {
         value="block5",
     ),
     "head_hidden": Statement(None, None, "The classifier on VGG16 features is not described."),
+    "head_l2": Statement(
+        None, None,
+        "No weight decay is mentioned. The classifier on VGG16 features reads hundreds of features of a "
+        "few hundred images; the 'quick' profile decays its weights strongly, the book's choice.",
+    ),
     "head_augmentation": Statement(
         None, None,
         "Not said. If the 24-fold augmented set came first, as III.A describes, the saved VGG16 features "

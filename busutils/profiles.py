@@ -32,7 +32,7 @@ class Profile:
     baseline_learning_rate: float
     baseline_optimizer: str  # also trains the classifier head of approaches 2 and 3
     dropout: float  # before the output layer of every model
-    l2: float  # weight decay of the trained dense and convolutional kernels
+    l2: float  # weight decay of the baseline CNN's kernels
     # model selection
     patience: int | None  # early stopping after this many epochs without a better validation score (None: never)
     restore_best: bool  # keep the weights of the best validation epoch (else those of the last)
@@ -42,6 +42,7 @@ class Profile:
     head_learning_rate: float
     head_features: str  # the blocks whose averaged outputs the head reads: "block5" (the paper's) or "block4+block5"
     head_hidden: int  # units of the head's hidden layer (0: a linear classifier)
+    head_l2: float  # weight decay of the head's dense kernels (strong: it reads a thousand features of a few hundred images)
     head_augmentation: bool  # train the head on the features of every augmented copy (else originals only)
     # VGG16 fine-tuned (approach 3)
     finetune_layers: str  # "block5" (its three conv layers), "block5_conv3" (the last one only), "block4+block5"...
@@ -82,6 +83,7 @@ PROFILES: dict[str, Profile] = {
         head_learning_rate=1e-3,
         head_features="block5",
         head_hidden=256,
+        head_l2=1e-4,
         head_augmentation=True,
         finetune_layers="block5_conv3",
         finetune_epochs=50,
@@ -110,13 +112,14 @@ PROFILES: dict[str, Profile] = {
         baseline_optimizer="adam",
         dropout=0.5,
         l2=1e-4,
-        patience=15,
+        patience=20,
         restore_best=True,
         reduce_lr_patience=5,
         head_epochs=100,
         head_learning_rate=1e-3,
         head_features="block4+block5",
         head_hidden=64,
+        head_l2=1e-2,
         head_augmentation=True,
         finetune_layers="block5",
         finetune_epochs=10,
