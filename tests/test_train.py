@@ -301,3 +301,19 @@ def test_layer_table_lists_weighted_layers_and_their_state():
     trainable = set(table.loc[table.trainable, "layer"])
     assert trainable == {"block5_conv1", "block5_conv2", "block5_conv3", "head"}
     assert table.loc[table.layer == "block1_conv1", "weights"].item() == 3 * 3 * 3 * 64 + 64
+
+
+@pytest.mark.parametrize("name", ["baseline", "vgg16-transfer", "vgg16-finetune"])
+def test_trained_predict_gives_the_whole_models_scores(tiny_data, name):
+    split = split_dataset(tiny_data, seed=0)
+    trained = train_model(name, split, tiny_profile(epochs=1), weights="none", verbose=0)
+    whole = predict_scores(trained.model, split.test.images)
+    scores = trained.predict(split.test.images)
+    assert scores.shape == whole.shape == (len(split.test),)
+    if name == "baseline":
+        assert trained.frozen is None
+        np.testing.assert_array_equal(scores, whole)
+    else:  # the front's activations come from the cache, stored as float16
+        assert trained.frozen.layer == "block4_pool"
+        np.testing.assert_allclose(scores, whole, atol=2e-3)
+        assert not np.allclose(scores, scores[0])  # a real score per image, not a constant
