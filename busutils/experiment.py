@@ -103,6 +103,21 @@ class Trained:
     stages: dict[str, TrainResult]  # "baseline", or "head" then (fine-tuning) "finetune"
     weights_used: str
     settings: dict = field(default_factory=dict)  # what really ran: precision, copies, cached layer...
+    frozen: FrozenVGG16 | None = field(default=None, repr=False)  # the VGG16 models' cached front
+
+    def predict(self, images: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
+        """Scores for ``images``, as :func:`busutils.train.predict_scores` of the whole model gives them.
+
+        For the VGG16 models the frozen front's activations come from the disk cache (computed
+        once per image in the whole book) and only the layers after it run, so scoring images
+        the model trained or validated on costs little; the scores then differ from the whole
+        model's only by the rounding of the cached activations (stored as float16).
+        """
+        if self.frozen is None:
+            return predict_scores(self.model, images, batch_size=batch_size)
+        back = chain(self.model, after=self.frozen.layer)
+        maps = self.frozen.activations(np.asarray(images)).astype(np.float32)
+        return predict_scores(back, maps, batch_size=batch_size)
 
     @property
     def result(self) -> TrainResult:
@@ -243,7 +258,7 @@ def train_model(
                      "head_trained_on": f"{head_images.shape[1]} copies of each training image"
                                         + (f" ({settings.augmentation} augmentation, offline)" if head_images.shape[1] > 1 else "")}
     if name == "vgg16-transfer":
-        return Trained(name, model, {"head": head_result}, used, used_settings)
+        return Trained(name, model, {"head": head_result}, used, used_settings, frozen)
 
     if settings.finetune_mode == "cached":
         back = chain(model, after=frozen.layer)
@@ -265,7 +280,7 @@ def train_model(
         used_settings["finetune_trained_on"] = f"images through the whole network, {settings.augmentation} augmentation online"
     else:
         raise ValueError(f"finetune_mode={settings.finetune_mode!r}: use 'cached' or 'online'")
-    return Trained(name, model, {"head": head_result, "finetune": result}, used, used_settings)
+    return Trained(name, model, {"head": head_result, "finetune": result}, used, used_settings, frozen)
 
 
 def evaluate_model(model: keras.Model, dataset: Dataset, *, n_boot: int = 1000, seed: int = 0, batch_size: int = 32) -> dict:

@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import yaml
 
@@ -36,6 +37,20 @@ def _text(notebook: nbformat.NotebookNode) -> str:
     return "\n".join(cell.source for cell in notebook.cells)
 
 
+def _question_code_lines(notebook: nbformat.NotebookNode) -> set[str]:
+    """The code lines outside every solution (plt.show() and the like may be in both parts)."""
+    lines, inside = set(), False
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown" and "{solution-start}" in cell.source:
+            inside = True
+        elif cell.cell_type == "markdown" and "{solution-end}" in cell.source:
+            inside = False
+        elif cell.cell_type == "code" and not inside:
+            if make_exercises.SOLUTION_TAG not in cell.metadata.get("tags", []):
+                lines |= {line.strip() for line in cell.source.splitlines()}
+    return lines
+
+
 def test_the_book_has_exercises_and_lists_them_all():
     assert [p.name for p in EXERCISES][:1] == ["01_audit_your_folder.ipynb"]
     toc = book_sources.toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text()))
@@ -61,7 +76,8 @@ def test_the_student_edition_holds_no_solution(path):
     nbformat.validate(student)
     text = _text(student)
     assert "{solution" not in text and "solution" not in json.dumps([c.get("metadata") for c in student.cells])
-    leaked = [line for line in _solution_lines(notebook) if line in text]
+    shared = _question_code_lines(notebook)
+    leaked = [line for line in _solution_lines(notebook) if line in text and line not in shared]
     assert leaked == []
     assert len(student.cells) < len(notebook.cells)
 
@@ -145,19 +161,39 @@ def test_everything_between_the_markers_is_dropped_tagged_or_not():
     assert [c.source for c in student.cells] == ["Question.", "starter = 1", "Closing."]
 
 
+#: Tiny settings for the exercises that train: random VGG16 weights (the kernel runs outside the
+#: socket guard of conftest, so no download of ImageNet weights may even be attempted), one epoch,
+#: small images, a small phantom.  Each notebook gets those of its parameters it has.
+TINY = {"weights": "none", "epochs": 1, "finetune_epochs": 1, "augment_copies": 2, "image_size": 64,
+        "phantom_n": 120}
+#: The run that exercise 05 trains (no chapter ran before it here) and exercise 06 loads.
+SHARED_RUN = "vgg16-finetune.json"
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    """Each exercise executed on the phantom, solution included, as `make book` runs it."""
-    folder = tmp_path_factory.mktemp("exercises")
-    notebooks = {}
+    """Each exercise executed on the phantom, solution included, in toc order as `make book` runs it.
+
+    The notebooks run in ``<folder>/exercises``, so that their ``results_dir="../results"`` is
+    ``<folder>/results``.  ``"shared run"`` holds the saved run's bytes after each notebook.
+    """
+    folder = tmp_path_factory.mktemp("book")
+    (folder / "exercises").mkdir()
+    notebooks, shared = {}, {}
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("BUSI_DIR", raising=False)
+        patch.delenv("VGG16_WEIGHTS", raising=False)
         patch.delenv("MPLBACKEND", raising=False)
         for path in EXERCISES:
-            out = folder / path.name
-            papermill.execute_notebook(str(path), str(out), parameters={"profile": "quick"}, cwd=str(folder),
+            out = folder / "exercises" / path.name
+            known = papermill.inspect_notebook(str(path))
+            parameters = {"profile": "quick", **{k: v for k, v in TINY.items() if k in known}}
+            papermill.execute_notebook(str(path), str(out), parameters=parameters, cwd=str(out.parent),
                                        kernel_name="python3", progress_bar=False)
             notebooks[path.stem] = nbformat.read(out, as_version=4)
+            run = folder / "results" / SHARED_RUN
+            shared[path.stem] = run.read_bytes() if run.exists() else None
+    notebooks["shared run"] = shared
     return notebooks
 
 
@@ -183,3 +219,59 @@ def test_the_audit_exercise_solution_finds_each_fault_as_its_text_says(executed)
     assert "converted on reading: malignant/malignant (2) mask.png: 1-bit" in text
     assert "label conflict: benign/benign (5).png [benign]  <->  malignant/malignant (7).jpg [malignant]" in text
     assert "the report matches the clean folder's: True" in text
+
+
+def _number_after(text: str, prefix: str) -> float:
+    match = re.search(re.escape(prefix) + r"\s*([-+]?\d+(?:\.\d+)?)", text)
+    assert match, f"no number after {prefix!r} in the outputs"
+    return float(match.group(1))
+
+
+@pytest.mark.slow
+def test_the_augmentation_exercise_trains_three_runs_and_compares_them(executed):
+    text = _outputs(executed["02_augmentation"])
+    trained = [kind for kind in ("paper", "light", "none") if f"{kind:>5}: kept epoch" in text]
+    assert trained == ["paper", "light", "none"]
+    assert "largest gap:" in text and "DeLong p =" in text
+
+
+@pytest.mark.slow
+def test_the_unfreeze_exercise_moves_the_cache_cut_one_block_earlier(executed):
+    text = _outputs(executed["03_unfreeze_more"])
+    assert "finetune_layers='block5': trains block5_conv1, block5_conv2, block5_conv3; frozen up to block4_pool" in text
+    assert "finetune_layers='block4+block5': trains block4_conv1, block4_conv2, block4_conv3, block5_conv1, " \
+           "block5_conv2, block5_conv3; frozen up to block3_pool" in text
+    assert "test AUC, blocks 4 and 5 minus block 5:" in text
+
+
+@pytest.mark.slow
+def test_the_three_class_exercise_prints_the_true_share_of_benign_images(executed):
+    from busutils.data import load_dataset
+    from busutils.experiment import split_dataset
+    from busutils.profiles import get_profile
+
+    settings = get_profile("quick", image_size=TINY["image_size"], phantom_n=TINY["phantom_n"])
+    data = load_dataset(None, task="three-class", image_size=settings.image_size, phantom_n=settings.phantom_n, seed=0)
+    test = split_dataset(data, test_size=settings.test_size, val_size=settings.val_size, seed=0).test
+    text = _outputs(executed["04_three_classes"])
+    benign = data.class_names.index("benign")
+    assert _number_after(text, "whole data set") == pytest.approx(np.mean(data.labels == benign), abs=5e-4)
+    assert _number_after(text, "test part") == pytest.approx(np.mean(test.labels == benign), abs=5e-4)
+    assert "malignant test lesions missed:" in text
+
+
+@pytest.mark.slow
+def test_the_shortcut_exercise_measures_masked_and_control_scores(executed):
+    text = _outputs(executed["05_shortcuts"])
+    assert "test images have marked pixels" in text and "AUC of the marked area as a score of malignancy" in text
+    assert "than the control masks" in text
+
+
+@pytest.mark.slow
+def test_the_operating_point_exercise_loads_the_saved_run_and_reaches_its_target_on_validation(executed):
+    shared = executed["shared run"]
+    assert shared["05_shortcuts"] is not None  # 05 trained and saved the run (no chapter ran here) ...
+    assert shared["06_operating_point"] == shared["05_shortcuts"]  # ... and 06 loaded it, unchanged
+    text = _outputs(executed["06_operating_point"])
+    assert _number_after(text, ": sensitivity") >= 0.95
+    assert "On the test part the chosen threshold" in text

@@ -328,3 +328,19 @@ def test_the_activation_cache_is_keyed_by_the_network_not_by_the_settings(tiny_d
         stores.append(frozen)
     assert stores[0].maps.folder == stores[1].maps.folder  # the same frozen front: shared
     assert stores[0].vectors.folder != stores[1].vectors.folder
+
+
+@pytest.mark.parametrize("name", ["baseline", "vgg16-transfer", "vgg16-finetune"])
+def test_trained_predict_gives_the_whole_models_scores(tiny_data, name):
+    split = split_dataset(tiny_data, seed=0)
+    trained = train_model(name, split, tiny_profile(epochs=1), weights="none", verbose=0)
+    whole = predict_scores(trained.model, split.test.images)
+    scores = trained.predict(split.test.images)
+    assert scores.shape == whole.shape == (len(split.test),)
+    if name == "baseline":
+        assert trained.frozen is None
+        np.testing.assert_array_equal(scores, whole)
+    else:  # the front's activations come from the cache, stored as float16
+        assert trained.frozen.layer == "block4_pool"
+        np.testing.assert_allclose(scores, whole, atol=2e-3)
+        assert not np.allclose(scores, scores[0])  # a real score per image, not a constant
