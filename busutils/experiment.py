@@ -338,10 +338,12 @@ def make_results(
     """
     timings = dict(timings or {})
     with Timer("evaluate", into=timings):
+        # Test scores from the whole model, exactly as a reader's saved model gives them; training and
+        # validation scores (for the train-test gap and for choosing thresholds) may read the cache.
         test = evaluate_model(trained.model, split.test, n_boot=settings.n_boot, seed=seed, batch_size=settings.batch_size)
-        train_scores = predict_scores(trained.model, split.train.images, batch_size=settings.batch_size)
+        train_scores = trained.predict(split.train.images, batch_size=settings.batch_size)
         train_metrics = classification_metrics(split.train.labels, train_scores, list(dataset.class_names))
-        val_scores = predict_scores(trained.model, split.val.images, batch_size=settings.batch_size)
+        val_scores = trained.predict(split.val.images, batch_size=settings.batch_size)
     val = {"scores": np.asarray(val_scores).tolist(), "labels": split.val.labels.tolist(), "ids": list(split.val.ids),
            "groups": split.val.groups.tolist()}
     timings.setdefault("train", round(trained.seconds, 2))
