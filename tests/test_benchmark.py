@@ -68,6 +68,7 @@ def test_book_run_times_add_up_and_say_what_is_missing(tmp_path):
     assert found["value"] == 130.5 and found["missing"] == [] and "reason" not in found
     partial = benchmark.book_run_times(tmp_path / "run_times.json", ["book/01_data_tour", "book/03_vgg16_transfer"])
     assert partial["missing"] == ["book/03_vgg16_transfer"] and "partial" in partial["reason"]
+    assert partial["value"] is None and partial["chapters"]
     (tmp_path / "run_times.json").write_text(json.dumps({**times, "profile": "paper"}))
     other = benchmark.book_run_times(tmp_path / "run_times.json")
     assert other["value"] is None and "'paper'" in other["reason"] and other["chapters"]
@@ -122,8 +123,9 @@ def test_micro_benchmarks_measure_what_they_say(monkeypatch, tmp_path):
     auto, float32 = (run["median_s"] for run in list(features["runs"].values())[:2])
     assert features["value"] == pytest.approx(float32 / auto, rel=0.01)
     epochs = found["cached_finetune_epoch_speedup"]
-    cached, uncached = (run["median_s"] for run in epochs["runs"].values())
+    cached, uncached, forward = (run["median_s"] for run in epochs["runs"].values())
     assert epochs["value"] == pytest.approx(uncached / cached, rel=0.01)
+    assert epochs["cached_forward_s"] == forward
     assert epochs["cached_after"] == "block4_pool" and 4 < epochs["multiply_add_ratio"] < 6
     assert not any(tmp_path.iterdir())  # the epoch benchmark left no activations behind
 

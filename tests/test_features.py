@@ -102,7 +102,7 @@ def _stale(meta):
 ])
 def test_a_stale_or_damaged_entry_is_rebuilt_with_a_message(tmp_path, capsys, damage, message):
     x = images(5)
-    store = ActivationStore({**KEY, "dtype_test": True}, root=tmp_path)
+    store = ActivationStore(KEY, root=tmp_path)
     store.get(x, Counting())
     damage(*_chunk(store))
     net = Counting()
