@@ -283,17 +283,17 @@ def book_run_times(path: str | os.PathLike, expected: Sequence[str] = ()) -> dic
     path = Path(path)
     if not path.is_file():
         return {"value": None, "source": str(path),
-                "reason": f"{path} does not exist: run `make book` (quick profile) before `make bench`"}
+                "reason": f"{path} does not exist: run `make book` (quick profile) before `make bench`."}
     times = json.loads(path.read_text())
     notebooks = {name: entry["seconds"] for name, entry in times.get("notebooks", {}).items()}
     out = {"value": round(sum(notebooks.values()), 1), "chapters": notebooks, "profile": times.get("profile"),
            "machine": times.get("machine"), "source": str(path),
            "missing": [name for name in expected if name not in notebooks]}
     if times.get("profile") != "quick":
-        out.update(value=None, reason=f"the last book build ran profile {times.get('profile')!r}, not 'quick'")
+        out.update(value=None, reason=f"The last book build ran profile {times.get('profile')!r}, not 'quick'.")
     elif out["missing"]:
-        out.update(value=None, reason=f"a partial build: {len(out['missing'])} notebook(s) of the book "
-                                      "were not executed")
+        out.update(value=None, reason=f"A partial build: {len(out['missing'])} notebook(s) of the book "
+                                      "were not executed.")
     return out
 
 
