@@ -41,8 +41,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
+# Timings on this machine, into _build/bench/results.json (the book's Performance appendix shows them).
+# The paper-profile runs take long on a CPU: BENCH_PAPER=0 skips them (keeping earlier ones).
+BENCH_PAPER ?= 1
 bench: $(STAMP)
 	$(PY) benchmarks/bench_phantom.py
+	$(PY) benchmarks/run_benchmarks.py $(if $(filter 0,$(BENCH_PAPER)),--no-paper)
 
 clean:
 	rm -rf _build

@@ -20,8 +20,8 @@ from .augment import augmented_copies, make_augmentation
 from .data import Dataset
 from .evaluate import classification_metrics, evaluate_predictions
 from .features import ActivationStore, image_digests
-from .models import (MODEL_NAMES, build_model, chain, classifier_head, compile_for, count_params, frozen_until,
-                     make_optimizer, set_head_weights)
+from .models import (IMAGENET_BGR_MEAN, MODEL_NAMES, VGG16Preprocess, build_model, chain, classifier_head,
+                     compile_for, count_params, frozen_until, make_optimizer, set_head_weights)
 from .precision import precision_scope
 from .profiles import Profile, as_dict
 from .results import Timer, environment_info
@@ -163,7 +163,8 @@ class FrozenVGG16:
         # The keys describe the networks themselves (their layers, weights, input, arithmetic), so that
         # activations of one network are never served for another.
         key = {"network": [layer.name for layer in self.front.layers], "weights": weights_used,
-               "image_size": settings.image_size, "preprocessing": "VGG16Preprocess: RGB->BGR, minus ImageNet means",
+               "image_size": settings.image_size,
+               "preprocessing": f"{VGG16Preprocess.__name__}: RGB->BGR, minus the means {IMAGENET_BGR_MEAN}",
                "precision": policy}
         if weights_used.startswith("random"):
             key["seed"] = seed  # random weights are reproducible only through their seed

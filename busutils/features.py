@@ -89,14 +89,15 @@ class ActivationStore:
         for meta_path in sorted(self.folder.glob("chunk-*.json")):
             try:
                 meta = json.loads(meta_path.read_text())
-            except (OSError, ValueError):
-                self._discard(meta_path, "unreadable index")
+                key, digests = meta["key"], list(meta["digests"])
+            except (OSError, ValueError, TypeError, KeyError):
+                self._discard(meta_path, "an unreadable index")
                 continue
-            if meta.get("key") != self.key:
+            if key != self.key:
                 self._discard(meta_path, "written for another key (stale)")
                 continue
             data = meta_path.with_suffix(".npy")
-            for row, digest in enumerate(meta["digests"]):
+            for row, digest in enumerate(digests):
                 index[digest] = (data, row)
         return index
 
@@ -112,8 +113,8 @@ class ActivationStore:
             meta = json.loads(meta_path.read_text())
             array = np.load(data, allow_pickle=False)
             ok = (list(array.shape) == meta["shape"] and str(array.dtype) == meta["dtype"]
-                  and _sha256(array) == meta["sha256"])
-        except (OSError, ValueError, KeyError):
+                  and len(array) == len(meta["digests"]) and _sha256(array) == meta["sha256"])
+        except (OSError, ValueError, TypeError, KeyError):
             ok = False
         if not ok:
             self._discard(meta_path, "damaged (checksum, shape or type does not match)")

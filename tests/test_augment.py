@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from busutils.augment import (
     RandomRightAngleRotation,
     augmentation_grid,
+    augmented_copies,
     light_augmentation,
     make_augmentation,
     paper_augmentation,
@@ -169,3 +170,16 @@ def test_augmentation_grid_accepts_kind_and_greyscale():
     grey = _images(1, size=32)[0, ..., 0]
     fig = augmentation_grid(grey, "light", n=3)
     assert len([ax for ax in fig.axes if ax.images]) == 4
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_augmented_copies_depend_on_their_image_only(kind):
+    grey = np.random.default_rng(1).integers(0, 256, size=(3, 24, 24), dtype=np.uint8)
+    copies = augmented_copies(grey, 3, kind, seed=0)
+    assert copies.shape == (3, 3, 24, 24) and copies.dtype == np.uint8
+    np.testing.assert_array_equal(copies[:, 0], grey)  # copy 0 is the original
+    assert all(not np.array_equal(copies[i, k], grey[i]) for i in range(3) for k in (1, 2))
+    alone = augmented_copies(grey[2:], 3, kind, seed=0)  # the same image in another batch
+    np.testing.assert_array_equal(alone[0], copies[2])
+    assert not np.array_equal(augmented_copies(grey[2:], 3, kind, seed=1)[0], copies[2])
+    np.testing.assert_array_equal(augmented_copies(grey, 1, kind)[:, 0], grey)

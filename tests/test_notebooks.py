@@ -7,6 +7,7 @@ The kernel runs in its own process, outside the socket guard of conftest: the ch
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -68,3 +69,32 @@ def test_model_chapters_run_on_the_phantom(book, monkeypatch, name, key):
     assert results["profile"]["baseline_epochs"] == results["profile"]["finetune_epochs"] == 2
     assert results["weights"].startswith("random")
     assert (book / "results" / f"{key}.keras").is_file()  # saved for the later chapters
+
+
+@pytest.mark.slow
+def test_performance_page_measures_what_it_can_without_make_bench(book, monkeypatch):
+    notebook = _run(book, "appendix_performance", monkeypatch, image_size=32, n_images=8, repeats=1)
+    text = _outputs(notebook)
+    assert "No results of `make bench` were found" in text and "32 x 32 pixels" in text
+    assert "precision chosen" in text and "float32" in text
+    assert "No paper-profile run has been timed" in text
+    assert _figures(notebook) == 2  # feature extraction and fine-tuning epochs; no paper-run figure
+
+
+@pytest.mark.slow
+def test_performance_page_shows_the_results_of_make_bench(book, monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    results = tmp_path / "results.json"
+    small = ["--image-size", "32", "--batch-size", "4", "--pipeline-images", "8", "--feature-images", "4",
+             "--epoch-images", "8", "--repeats", "1", "--paper-tiny"]
+    env = {key: value for key, value in os.environ.items() if key not in ("BUSI_DIR", "VGG16_WEIGHTS")}
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_benchmarks.py"), "--out", str(results),
+                    *small], check=True, capture_output=True, env={**env, "BUSUTILS_CACHE": str(tmp_path)})
+    notebook = _run(book, "appendix_performance", monkeypatch, results_file=str(results))
+    text = _outputs(notebook)
+    assert f"read from {results}" in text and "No results of" not in text
+    assert "NVIDIA GeForce GTX 1050" in text and "the synthetic PHANTOM" in text
+    assert "not timed" in text  # the paper's baseline time has no counterpart here
+    assert _figures(notebook) == 3

@@ -90,6 +90,24 @@ def test_pipeline_turns_compact_greyscale_into_model_input():
     np.testing.assert_array_equal(images.numpy(), to_model_input(x))
 
 
+@pytest.mark.parametrize("kind", ["paper", "light"])
+def test_greyscale_augmented_in_one_channel_equals_augmenting_its_rgb(kind):
+    import tensorflow as tf
+
+    from busutils.augment import make_augmentation
+
+    x = np.random.default_rng(0).integers(0, 256, size=(12, 24, 24), dtype=np.uint8)
+    y = np.arange(12) % 2
+    grey = np.concatenate([b.numpy() for b, _ in make_dataset(x, y, batch_size=4,
+                                                              augmentation=make_augmentation(kind, seed=3))])
+    rgb_pipeline = make_augmentation(kind, seed=3)
+    rgb = tf.data.Dataset.from_tensor_slices(to_model_input(x)).batch(4).map(
+        lambda b: rgb_pipeline(b, training=True))
+    rgb = np.concatenate([b.numpy() for b in rgb])
+    assert not np.array_equal(grey, to_model_input(x))  # augmented
+    np.testing.assert_allclose(grey, rgb, atol=1e-3)
+
+
 def test_copies_sequence_shows_one_copy_of_each_item_per_epoch_and_cycles():
     n, k = 10, 3
     x = np.stack([np.stack([np.full(2, 10 * i + c, np.float32) for c in range(k)]) for i in range(n)])

@@ -1,0 +1,108 @@
+"""The precision is chosen by the hardware: bfloat16 where it is native, float32 elsewhere."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from busutils import precision
+from busutils.precision import PRECISIONS, choose_precision, cpu_flags, cpu_name, precision_scope
+
+# /proc/cpuinfo excerpts of three kinds of CPU (flags shortened to the ones that matter).
+AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx fma avx2\n"
+AVX512_BF16 = "model name\t: AMD EPYC 9B14\nflags\t\t: avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
+AMX = "model name\t: Intel(R) Xeon(R) Platinum 8481C\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+
+
+@pytest.mark.parametrize("cpuinfo, expected", [
+    (AVX2_ONLY, "float32"),
+    (AVX512_BF16, "mixed_bfloat16"),
+    (AMX, "mixed_bfloat16"),
+    ("model name\t: Intel Xeon\nflags\t\t: avx2 avx512f avx512bw\n", "float32"),  # AVX-512 without BF16
+    ("model name\t: Intel Xeon\nflags\t\t: avx2 amx_bf16 amx_tile\n", "mixed_bfloat16"),  # AMX alone
+    ("", "float32"),  # not Linux: no flags known
+])
+def test_cpu_without_a_gpu_gets_bfloat16_only_with_native_support(cpuinfo, expected):
+    assert choose_precision("auto", flags=cpu_flags(cpuinfo), gpus=[]) == expected
+
+
+@pytest.mark.parametrize("gpus, expected", [
+    ([(8, 0)], "mixed_bfloat16"),  # A100
+    ([(8, 9)], "mixed_bfloat16"),  # L4
+    ([(7, 5)], "mixed_float16"),  # T4 (Colab's free GPU)
+    ([(6, 1)], "mixed_float16"),  # GTX 1050, the paper's
+    ([(8, 6), (7, 0)], "mixed_float16"),  # the oldest GPU decides
+])
+def test_gpus_decide_whatever_the_cpu(gpus, expected):
+    for cpuinfo in (AVX2_ONLY, AMX):
+        assert choose_precision("auto", flags=cpu_flags(cpuinfo), gpus=gpus) == expected
+
+
+def test_an_explicit_setting_is_kept_and_an_unknown_one_refused():
+    for setting in PRECISIONS[1:]:
+        assert choose_precision(setting, flags=set(), gpus=[]) == setting
+    with pytest.raises(ValueError, match="bfloat16.*is not known"):
+        choose_precision("bfloat16", flags=set(), gpus=[])
+
+
+def test_auto_on_this_machine_follows_its_own_flags(monkeypatch):
+    monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: [])
+    native = bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+    assert choose_precision("auto") == ("mixed_bfloat16" if native else "float32")
+
+
+def test_cpu_flags_and_name_are_read_from_cpuinfo():
+    assert cpu_flags(AMX) >= {"amx_bf16", "amx_tile", "avx512_bf16"}
+    assert "avx512_bf16" not in cpu_flags(AVX2_ONLY)
+    assert cpu_name(AMX) == "Intel(R) Xeon(R) Platinum 8481C"
+    assert cpu_flags("model name\t: a CPU without flags\n") == set()
+
+
+def test_precision_scope_sets_the_policy_for_new_layers_and_restores_it(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: cpu_flags(AMX))
+    monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: [])
+    before = keras.config.dtype_policy().name
+    with precision_scope("auto") as policy:
+        layer = keras.layers.Dense(2)
+    assert policy == "mixed_bfloat16"
+    assert (layer.compute_dtype, layer.variable_dtype) == ("bfloat16", "float32")
+    assert keras.config.dtype_policy().name == before
+    with pytest.raises(RuntimeError), precision_scope("float32"):
+        raise RuntimeError("a failure inside the block")
+    assert keras.config.dtype_policy().name == before
+
+
+def faint_blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy 32x32 images; those of class 1 hold a faint bright disc (a task a CNN half solves)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    yy, xx = np.mgrid[:32, :32]
+    disc = ((yy - 16) ** 2 + (xx - 16) ** 2 < 64) * 15.0
+    images = rng.normal(100, 40, (n, 32, 32)) + labels[:, None, None] * disc
+    return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
+def test_bfloat16_predictions_rank_images_as_float32_ones_do():
+    """The same trained weights, run in float32 and in mixed_bfloat16, give the same AUC within
+    noise (bfloat16 keeps 8 bits of mantissa; the output layer stays float32)."""
+    from sklearn.metrics import roc_auc_score
+
+    from busutils.models import baseline_cnn
+    from busutils.train import predict_scores, set_seed, to_model_input
+
+    set_seed(0)
+    images, labels = faint_blobs(160, seed=0)
+    train, test = slice(0, 120), slice(120, 160)
+    options = dict(filters=(8, 16), hidden=16, seed=0)
+    model, _ = baseline_cnn((32, 32, 3), 2, **options)
+    model.fit(to_model_input(images[train]), labels[train], epochs=8, batch_size=16, verbose=0)
+    with precision_scope("mixed_bfloat16"):
+        half, _ = baseline_cnn((32, 32, 3), 2, **options)
+    half.set_weights(model.get_weights())
+    assert half.get_layer("conv1").compute_dtype == "bfloat16"
+    scores = {name: predict_scores(m, images[test]) for name, m in [("float32", model), ("bf16", half)]}
+    aucs = {name: roc_auc_score(labels[test], s) for name, s in scores.items()}
+    assert 0.7 < aucs["float32"] < 1  # learned, yet with mistakes whose order bfloat16 could change
+    assert abs(aucs["bf16"] - aucs["float32"]) <= 0.03
+    np.testing.assert_allclose(scores["bf16"], scores["float32"], atol=0.05)
