@@ -20,11 +20,21 @@ import keras
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from scipy import ndimage
 
 from busutils.plots import _display_range
 
-__all__ = ["grad_cam", "last_conv_layer", "mask_shortcuts", "overlay", "shortcut_mask"]
+__all__ = [
+    "confident_examples",
+    "grad_cam",
+    "last_conv_layer",
+    "mask_shortcuts",
+    "mass_on_mask",
+    "overlay",
+    "overlay_grid",
+    "shortcut_mask",
+]
 
 
 def last_conv_layer(model: keras.Model) -> str:
@@ -60,20 +70,39 @@ def _layer(model: keras.Model, name: str) -> keras.layers.Layer:
     raise ValueError(f"model {model.name!r} has no layer {name!r}; its Conv2D layers are {convs}")
 
 
-def _selector(pred: np.ndarray, class_index: int | None) -> np.ndarray:
-    """(n, units) weights that turn the model output into the score to explain."""
+def _selector(pred: np.ndarray, class_index: np.ndarray | None) -> np.ndarray:
+    """(n, units) weights that turn the model output into the score to explain.
+
+    ``class_index`` is ``None`` (the predicted class; class 1 for a one-unit sigmoid) or
+    one class per image.
+    """
     n, units = pred.shape
     if units == 1:  # sigmoid: probability of class 1, or its negative for class 0
-        if class_index not in (None, 0, 1):
-            raise ValueError(f"class_index must be 0 or 1 for a one-unit sigmoid model, got {class_index}")
-        return np.full((n, 1), -1.0 if class_index == 0 else 1.0, dtype="float32")
-    if class_index is not None and not 0 <= class_index < units:
-        raise ValueError(f"class_index must be in 0..{units - 1}, got {class_index}")
-    index = pred.argmax(axis=1) if class_index is None else np.full(n, class_index)
+        sign = np.ones(n) if class_index is None else np.where(class_index == 0, -1.0, 1.0)
+        return sign[:, None].astype("float32")
+    index = pred.argmax(axis=1) if class_index is None else class_index
     return np.eye(units, dtype="float32")[index]
 
 
-def _tensorflow_gradients(conv_and_pred: keras.Model, x: np.ndarray, class_index: int | None):
+def _class_indices(class_index: Any, n: int, units: int) -> np.ndarray | None:
+    """``class_index`` (None, one class, or one per image) as one class per image, checked."""
+    if class_index is None:
+        return None
+    index = np.asarray(class_index)
+    if index.dtype == bool:
+        index = index.astype(int)
+    if index.ndim == 0:
+        index = np.full(n, index)
+    if index.shape != (n,) or not np.issubdtype(index.dtype, np.integer):
+        raise ValueError(f"class_index must be None, a class or one class per image ({n}), got {class_index!r}")
+    allowed = 2 if units == 1 else units
+    if index.min(initial=0) < 0 or index.max(initial=0) >= allowed:
+        what = "0 or 1 for a one-unit sigmoid model" if units == 1 else f"in 0..{units - 1}"
+        raise ValueError(f"class_index must be {what}, got {np.unique(index).tolist()}")
+    return index
+
+
+def _tensorflow_gradients(conv_and_pred: keras.Model, x: np.ndarray, class_index: np.ndarray | None):
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
@@ -82,7 +111,7 @@ def _tensorflow_gradients(conv_and_pred: keras.Model, x: np.ndarray, class_index
     return conv.numpy(), tape.gradient(score, conv).numpy()
 
 
-def _jax_gradients(conv_and_pred: keras.Model, back: keras.Model, x: np.ndarray, class_index: int | None):
+def _jax_gradients(conv_and_pred: keras.Model, back: keras.Model, x: np.ndarray, class_index: np.ndarray | None):
     import jax
     import jax.numpy as jnp
 
@@ -99,7 +128,7 @@ def _jax_gradients(conv_and_pred: keras.Model, back: keras.Model, x: np.ndarray,
 
 
 def grad_cam(
-    model: keras.Model, images: Any, *, layer: str | None = None, class_index: int | None = None,
+    model: keras.Model, images: Any, *, layer: str | None = None, class_index: Any = None,
     batch_size: int = 32,
 ) -> np.ndarray:
     """Grad-CAM heat maps ``(n, H, W)`` in [0, 1], one per image, at the input's size.
@@ -109,9 +138,10 @@ def grad_cam(
     probability of class 1 (malignant), or its negative with ``class_index=0``; the
     logit would give the same normalised map, as it only rescales the gradient.  For a
     softmax model it is the probability of ``class_index`` (default: each image's
-    predicted class).  Maps are divided by their maximum (all zero when nothing raised the
-    score).  Images go through the model ``batch_size`` at a time.  TensorFlow and JAX
-    backends.
+    predicted class).  ``class_index`` may also give one class per image, e.g. each
+    image's predicted class for a sigmoid model, ``scores >= 0.5``.  Maps are divided by
+    their maximum (all zero when nothing raised the score).  Images go through the model
+    ``batch_size`` at a time.  TensorFlow and JAX backends.
     """
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"model must have one input and one output; {model.name!r} has "
@@ -127,6 +157,7 @@ def grad_cam(
         raise ValueError(
             f"layer {target.name!r} has output shape {target.output.shape}; Grad-CAM needs a 4-D feature map"
         )
+    classes = _class_indices(class_index, len(x), int(model.outputs[0].shape[-1]))
     conv_and_pred = keras.Model(model.inputs[0], [target.output, model.outputs[0]])
     backend = keras.backend.backend()
     if backend == "jax":
@@ -136,10 +167,11 @@ def grad_cam(
     maps = []
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size]
+        chosen = None if classes is None else classes[start:start + batch_size]
         if backend == "tensorflow":
-            conv, grads = _tensorflow_gradients(conv_and_pred, batch, class_index)
+            conv, grads = _tensorflow_gradients(conv_and_pred, batch, chosen)
         else:
-            conv, grads = _jax_gradients(conv_and_pred, back, batch, class_index)
+            conv, grads = _jax_gradients(conv_and_pred, back, batch, chosen)
         weights = grads.mean(axis=(1, 2))  # alpha_k: one weight per feature map
         maps.append(np.maximum(np.einsum("nhwk,nk->nhw", conv, weights), 0.0))
     cams = np.concatenate(maps)[..., None]
@@ -169,6 +201,77 @@ def overlay(
     ax.set_title(title or "Grad-CAM")
     ax.set_axis_off()
     return ax
+
+
+def overlay_grid(
+    images: Any, heatmaps: Any, titles: Any, *, title: str, ncols: int = 4, alpha: float = 0.4
+) -> Figure:
+    """A figure of :func:`overlay` panels, one per image, each with its own title."""
+    if not len(images):
+        raise ValueError("images is empty: nothing to draw")
+    if not len(images) == len(heatmaps) == len(titles):
+        raise ValueError(f"images, heatmaps and titles must have one entry each per image; got "
+                         f"{len(images)}, {len(heatmaps)} and {len(titles)}")
+    if int(ncols) != ncols or ncols < 1:
+        raise ValueError(f"ncols must be a positive integer, got {ncols}")
+    cols = min(int(ncols), len(images))
+    rows = -(-len(images) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.7 * rows + 0.5), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[len(images):]:
+        ax.set_axis_off()
+    for ax, image, heat, text in zip(axes.flat, images, heatmaps, titles):
+        overlay(image, heat, ax=ax, alpha=alpha, title=text)
+        ax.title.set_fontsize(9)
+    fig.suptitle(title)
+    return fig
+
+
+def confident_examples(
+    labels: Any, scores: Any, *, correct: bool, n: int = 4, threshold: float = 0.5
+) -> np.ndarray:
+    """Indices of the ``n`` most confident correct (or, ``correct=False``, wrong) predictions.
+
+    A prediction is malignant (1) when its score is ``>= threshold``; confidence is the
+    score's distance from the threshold.  The two true classes take turns, most confident
+    first, so both appear when both can: the most confident predictions of a model are
+    often all of one class.  Fewer than ``n`` when fewer such predictions exist.
+    """
+    y = np.asarray(labels)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.ndim != 1 or s.shape != y.shape:
+        raise ValueError(f"labels and scores must be one-dimensional and of one length; got {y.shape} and {s.shape}")
+    if int(n) != n or n < 0:
+        raise ValueError(f"n must be a whole number >= 0, got {n}")
+    predicted = (s >= threshold).astype(y.dtype)
+    chosen = np.flatnonzero((predicted == y) == correct)
+    order = chosen[np.argsort(-np.abs(s[chosen] - threshold), kind="stable")]
+    queues = [list(order[y[order] == label]) for label in np.unique(y[order])]
+    picked: list[int] = []
+    while len(picked) < n and any(queues):
+        for queue in queues:
+            if queue and len(picked) < n:
+                picked.append(int(queue.pop(0)))
+    return np.array(picked, dtype=int)
+
+
+def mass_on_mask(heatmaps: Any, masks: Any) -> np.ndarray:
+    """Share of each heat map's total mass that falls on its mask: ``(n,)`` in [0, 1].
+
+    Compare it with the share of the image the mask covers (``masks.mean(axis=(1, 2))``):
+    a map spread evenly over the image puts that much on the mask by chance.  ``nan`` for
+    a map that is zero everywhere (nothing raised the score).
+    """
+    heat = np.asarray(heatmaps, dtype=np.float64)
+    masks = np.asarray(masks)
+    if heat.ndim != 3 or masks.shape != heat.shape or masks.dtype != bool:
+        raise ValueError(f"masks must be a boolean array of the heat maps' shape (n, H, W) {heat.shape}; "
+                         f"got {masks.dtype} {masks.shape}")
+    if (heat < 0).any():
+        raise ValueError("heatmaps must be non-negative, as grad_cam returns them")
+    total = heat.sum(axis=(1, 2))
+    on = (heat * masks).sum(axis=(1, 2))
+    return np.where(total > 0, on / np.where(total > 0, total, 1.0), np.nan)
 
 
 def shortcut_mask(image: Any, *, level: float = 240, max_area: float = 0.02, dilate: int = 1) -> np.ndarray:

@@ -13,11 +13,13 @@ both protocols on precomputed features of such a grid, so the comparison takes s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import train_test_split
@@ -25,7 +27,15 @@ from sklearn.model_selection import train_test_split
 from busutils.evaluate import _check_labels
 from busutils.splits import group_train_test_split
 
-__all__ = ["copies_in_both", "honest_split", "leakage_experiment", "paper_protocol_split"]
+__all__ = [
+    "augmented_features",
+    "copies_in_both",
+    "honest_split",
+    "leakage_experiment",
+    "leakage_gap",
+    "paper_protocol_split",
+    "plot_leakage",
+]
 
 
 def _check_split_args(n_copies: int, test_size: float) -> None:
@@ -77,6 +87,27 @@ def _positive_scores(model: Any, x: np.ndarray) -> np.ndarray:
     return model.decision_function(x)
 
 
+def augmented_features(
+    images: Any, n_copies: int, extract: Callable[[np.ndarray], Any], *, kind: str = "paper", seed: int = 0
+) -> np.ndarray:
+    """Features of ``n_copies`` augmented copies of every image: ``(n_images, n_copies, d)``.
+
+    Copy 0 is the original (:func:`busutils.augment.augmented_copies`, with augmentation
+    ``kind``); ``extract`` maps greyscale ``uint8`` images ``(m, h, w)`` to one feature
+    vector each, ``(m, d)`` -- e.g. ``FrozenVGG16(...).pooled``.  The result is what
+    :func:`leakage_experiment` takes.
+    """
+    from busutils.augment import augmented_copies
+
+    copies = augmented_copies(images, n_copies, kind, seed=seed)
+    n, k = copies.shape[:2]
+    flat = np.asarray(extract(copies.reshape(n * k, *copies.shape[2:])))
+    if flat.ndim != 2 or len(flat) != n * k:
+        raise ValueError(f"extract must return one feature vector per image, shape ({n * k}, d); "
+                         f"got {flat.shape} for {n * k} images")
+    return flat.reshape(n, k, flat.shape[1])
+
+
 def leakage_experiment(
     features: Any,
     labels: Any,
@@ -126,3 +157,71 @@ def leakage_experiment(
                 "leaked": copies_in_both(train, test, n_copies),
             })
     return pd.DataFrame(rows)
+
+
+def leakage_gap(runs: pd.DataFrame, metric: str = "auc", by: str = "classifier") -> pd.DataFrame:
+    """How much the paper's protocol inflates ``metric``, from the runs of :func:`leakage_experiment`.
+
+    ``runs`` holds its rows, with a column ``by`` (e.g. the classifier's name) when it
+    gathers several experiments.  Returns one row per value of ``by``: the mean and
+    standard deviation of ``metric`` over the seeds under each protocol (``paper_mean``,
+    ``paper_sd``, ``honest_mean``, ``honest_sd``), the gap -- paper minus honest, seed by
+    seed, since both protocols of a seed use the same data -- as ``gap_mean``, ``gap_min``
+    and ``gap_max``, the number of seeds, and ``leaked_share``: the mean share of the
+    paper protocol's test items with a copy of their image in training.
+    """
+    needed = {"protocol", "seed", metric, "leaked", "n_test"}
+    missing = sorted(needed - set(runs.columns))
+    if missing:
+        raise ValueError(f"runs lacks column(s) {missing}: pass the table leakage_experiment returns")
+    table = runs if by in runs.columns else runs.assign(**{by: "all"})
+    rows = []
+    for name, part in table.groupby(by, sort=False):
+        wide = part.pivot(index="seed", columns="protocol", values=metric)
+        if set(wide.columns) != {"paper", "honest"} or wide.isna().any().any():
+            raise ValueError(f"{by}={name!r}: every seed needs one 'paper' and one 'honest' run")
+        gap = wide["paper"] - wide["honest"]
+        paper = part[part.protocol == "paper"]
+        rows.append({
+            by: name,
+            "paper_mean": wide["paper"].mean(),
+            "paper_sd": wide["paper"].std(ddof=1) if len(wide) > 1 else float("nan"),
+            "honest_mean": wide["honest"].mean(),
+            "honest_sd": wide["honest"].std(ddof=1) if len(wide) > 1 else float("nan"),
+            "gap_mean": gap.mean(),
+            "gap_min": gap.min(),
+            "gap_max": gap.max(),
+            "seeds": len(wide),
+            "leaked_share": float((paper["leaked"] / paper["n_test"]).mean()),
+        })
+    return pd.DataFrame(rows).set_index(by)
+
+
+PROTOCOL_LABELS = {"paper": "paper's protocol (augment, then split)", "honest": "honest (split, then augment)"}
+
+
+def plot_leakage(runs: pd.DataFrame, metric: str = "auc", by: str = "classifier", ax: Axes | None = None) -> Axes:
+    """Each run's ``metric`` under both protocols, side by side for every value of ``by``.
+
+    One dot per seed, a bar at the mean: the distance between the two bars of a classifier
+    is its leakage gap, the spread of its dots what a different split would have given.
+    """
+    if by not in runs.columns or metric not in runs.columns:
+        raise ValueError(f"runs needs the columns {by!r} and {metric!r}; it has {list(runs.columns)}")
+    names = list(dict.fromkeys(runs[by]))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(2.2 * len(names) + 2.5, 4))
+    for shift, (protocol, label) in zip((-0.17, 0.17), PROTOCOL_LABELS.items()):
+        color = "tab:red" if protocol == "paper" else "tab:blue"
+        for x, name in enumerate(names):
+            values = runs.loc[(runs[by] == name) & (runs.protocol == protocol), metric].to_numpy()
+            ax.scatter(np.full(len(values), x + shift), values, color=color, alpha=0.6, s=25,
+                       label=label if x == 0 else None)
+            ax.hlines(values.mean(), x + shift - 0.12, x + shift + 0.12, color=color, linewidth=2.5)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_xlabel(by)
+    ax.set_ylabel(f"{'AUC' if metric == 'auc' else metric} on the test part")
+    ax.set_title(f"Test {'AUC' if metric == 'auc' else metric} under the two protocols (dots: seeds; bars: means)")
+    ax.legend(loc="best", fontsize=8)
+    return ax

@@ -79,6 +79,19 @@ def count_leaks(groups: np.ndarray, train: np.ndarray, test: np.ndarray) -> int:
     return int(np.isin(groups[np.asarray(test, dtype=int)], groups[np.asarray(train, dtype=int)]).sum())
 
 
+def leaked_pairs(groups: np.ndarray, train: np.ndarray, test: np.ndarray) -> list[tuple[int, int]]:
+    """Every test image with a near-duplicate in the training part, paired with one such
+    training image: ``(test index, training index)`` pairs, in the order of ``test``.
+
+    The images :func:`count_leaks` counts, to look at.
+    """
+    groups = np.asarray(groups)
+    first_in_train: dict = {}
+    for i in np.asarray(train, dtype=int):
+        first_in_train.setdefault(groups[i], int(i))
+    return [(int(t), first_in_train[groups[t]]) for t in np.asarray(test, dtype=int) if groups[t] in first_in_train]
+
+
 def random_split_leaks(
     labels: np.ndarray, groups: np.ndarray, *, test_size: float = 0.3, repeats: int = 20, seed: int = 0
 ) -> np.ndarray:

@@ -231,3 +231,13 @@ def test_count_hash_leaks_checks_every_pair():
     assert count_hash_leaks(hashes, [0], [1, 2, 3]) == 1  # only image 1 is within 10 bits of image 0
     assert count_hash_leaks(hashes, [0], [1, 2, 3], max_distance=12) == 2
     assert count_hash_leaks(hashes, [0, 1, 2], [3]) == 0
+
+
+def test_leaked_pairs_names_each_leaked_test_image_and_a_training_copy():
+    from busutils.splits import count_leaks, leaked_pairs
+
+    groups = np.array([0, 0, 1, 2, 2, 3, 2])
+    train, test = [0, 3, 6], [1, 2, 4, 5]
+    assert leaked_pairs(groups, train, test) == [(1, 0), (4, 3)]  # 4's first training copy is 3
+    assert len(leaked_pairs(groups, train, test)) == count_leaks(groups, train, test)
+    assert leaked_pairs(groups, [0, 2], [3, 5]) == []

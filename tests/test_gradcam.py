@@ -16,7 +16,16 @@ from keras import layers
 
 matplotlib.use("Agg")
 
-from busutils.gradcam import grad_cam, last_conv_layer, mask_shortcuts, overlay, shortcut_mask  # noqa: E402
+from busutils.gradcam import (  # noqa: E402
+    confident_examples,
+    grad_cam,
+    last_conv_layer,
+    mask_shortcuts,
+    mass_on_mask,
+    overlay,
+    overlay_grid,
+    shortcut_mask,
+)
 from busutils.models import baseline_cnn, vgg16_transfer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +80,25 @@ def test_softmax_model_explains_the_predicted_or_the_requested_class():
     np.testing.assert_allclose(cams[1], region(BOTTOM_RIGHT), atol=1e-6)
     cams = grad_cam(model, blob_images()[:1], layer="detect", class_index=0)
     np.testing.assert_allclose(cams[0], region(BOTTOM_RIGHT), atol=1e-6)
+
+
+def test_one_class_per_image_explains_each_image_as_asked():
+    model, x = blob_model(), blob_images()
+    one_by_one = np.concatenate([grad_cam(model, x[i:i + 1], layer="detect", class_index=c)
+                                 for i, c in enumerate([1, 0, 0])])
+    cams = grad_cam(model, x, layer="detect", class_index=[1, 0, 0], batch_size=2)  # across batches
+    np.testing.assert_allclose(cams, one_by_one, atol=1e-6)
+    np.testing.assert_allclose(cams[0], region(TOP_LEFT), atol=1e-6)
+    np.testing.assert_allclose(cams[1], 0.0, atol=1e-6)  # image 1 has no dark blob: no evidence for 0
+    np.testing.assert_allclose(cams[2], region(BOTTOM_RIGHT), atol=1e-6)
+    as_bool = grad_cam(model, x, layer="detect", class_index=np.array([True, False, False]))
+    np.testing.assert_allclose(as_bool, cams, atol=1e-6)
+    softmax = blob_model(softmax=True)
+    np.testing.assert_allclose(grad_cam(softmax, x, layer="detect", class_index=[1, 0, 0]), cams, atol=1e-6)
+    with pytest.raises(ValueError, match=r"one class per image \(3\)"):
+        grad_cam(model, x, layer="detect", class_index=[1, 0])
+    with pytest.raises(ValueError, match=r"class_index must be in 0..1, got \[0, 1, 2\]"):
+        grad_cam(softmax, x, layer="detect", class_index=[0, 1, 2])
 
 
 def test_coarse_layer_is_upsampled_and_still_points_at_the_region():
@@ -173,6 +201,9 @@ _JAX_SCRIPT = textwrap.dedent(
                                t.region(t.BOTTOM_RIGHT), atol=1e-6)
     cams = grad_cam(t.blob_model(softmax=True), t.blob_images()[1:], layer="pool")
     assert cams[0][:8, :8].sum() > 0.95 * cams[0].sum() and cams[1][8:, 8:].sum() > 0.95 * cams[1].sum()
+    each = grad_cam(t.blob_model(), t.blob_images(), layer="detect", class_index=[1, 0, 0])
+    np.testing.assert_allclose(each[2], t.region(t.BOTTOM_RIGHT), atol=1e-6)
+    np.testing.assert_allclose(each[0], t.region(t.TOP_LEFT), atol=1e-6)
     print("JAX OK")
     """
 )
@@ -250,3 +281,46 @@ def test_mask_shortcuts_fills_with_the_median_and_leaves_the_input_alone():
 def test_mask_errors_name_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_mass_on_mask_by_hand():
+    heat = np.zeros((3, 4, 4))
+    heat[0, 0, 0], heat[0, 3, 3] = 3.0, 1.0  # 3 of 4 units of mass on the mask
+    heat[1] = 1.0  # even: the mask's share of the area
+    masks = np.zeros((3, 4, 4), bool)
+    masks[:, 0, :] = True  # the top row: a quarter of each image
+    share = mass_on_mask(heat, masks)
+    np.testing.assert_allclose(share[:2], [0.75, 0.25])
+    assert np.isnan(share[2])  # an all-zero map has no mass to share
+    with pytest.raises(ValueError, match="masks must be a boolean array of the heat maps' shape"):
+        mass_on_mask(heat, masks[:, :2])
+    with pytest.raises(ValueError, match="heatmaps must be non-negative"):
+        mass_on_mask(-heat, masks)
+
+
+def test_confident_examples_takes_turns_between_the_classes():
+    labels = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    scores = np.array([0.01, 0.2, 0.4, 0.9, 0.6, 0.3, 0.95, 0.1])
+    # correct: 0 (0.49 from the threshold), 1 (0.3), 2 (0.1), 3 (0.4), 4 (0.1); wrong: 5, 6, 7
+    np.testing.assert_array_equal(confident_examples(labels, scores, correct=True, n=3), [0, 3, 1])
+    np.testing.assert_array_equal(confident_examples(labels, scores, correct=True, n=10), [0, 3, 1, 4, 2])
+    np.testing.assert_array_equal(confident_examples(labels, scores, correct=False, n=2), [6, 7])
+    np.testing.assert_array_equal(confident_examples(labels, scores, correct=False, n=4), [6, 7, 5])
+    np.testing.assert_array_equal(confident_examples(labels, scores, correct=False, n=2, threshold=0.05), [6, 2])
+    assert confident_examples(labels, labels.astype(float), correct=False).size == 0  # a perfect model
+    with pytest.raises(ValueError, match="labels and scores must be one-dimensional"):
+        confident_examples(labels, scores[:-1], correct=True)
+
+
+def test_overlay_grid_draws_one_titled_panel_per_image():
+    images = blob_images() * 255
+    heat = np.stack([region(TOP_LEFT)] * 3)
+    fig = overlay_grid(images, heat, ["a", "b", "c"], title="three", ncols=2)
+    drawn = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in drawn] == ["a", "b", "c"]
+    assert len(fig.axes) == 4 and not fig.axes[3].images  # the empty fourth panel stays blank
+    assert fig.get_suptitle() == "three"
+    with pytest.raises(ValueError, match="one entry each per image"):
+        overlay_grid(images, heat, ["a"], title="x")
+    with pytest.raises(ValueError, match="images is empty"):
+        overlay_grid([], [], [], title="x")

@@ -8,7 +8,18 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.svm import LinearSVC
 
-from busutils.leakage import copies_in_both, honest_split, leakage_experiment, paper_protocol_split
+import pandas as pd
+
+from busutils.augment import augmented_copies
+from busutils.leakage import (
+    augmented_features,
+    copies_in_both,
+    honest_split,
+    leakage_experiment,
+    leakage_gap,
+    paper_protocol_split,
+    plot_leakage,
+)
 from busutils.splits import check_disjoint
 
 
@@ -105,3 +116,70 @@ def test_classifier_must_be_an_estimator():
     features, labels, groups = nothing_to_learn(n_images=40, n_copies=2)
     with pytest.raises(TypeError, match="classifier must be a scikit-learn-style estimator"):
         leakage_experiment(features, labels, groups, "knn")
+
+
+def pixel_stats(images: np.ndarray) -> np.ndarray:
+    """A cheap stand-in for a CNN: mean, standard deviation and top-left pixel of each image."""
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    return np.column_stack([flat.mean(axis=1), flat.std(axis=1), flat[:, 0]])
+
+
+def test_augmented_features_puts_each_copy_in_its_place():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 32, 32), dtype=np.uint8)
+    images[:, :16] //= 4  # a darker top half: rotations and flips move it
+    features = augmented_features(images, 3, pixel_stats, kind="paper", seed=5)
+    assert features.shape == (3, 3, 3)
+    np.testing.assert_allclose(features[:, 0], pixel_stats(images))  # copy 0 is the original
+    copies = augmented_copies(images, 3, "paper", seed=5)
+    for i in range(3):
+        np.testing.assert_allclose(features[i], pixel_stats(copies[i]))
+    assert not np.allclose(features[:, 1], features[:, 0])  # the copies are augmented
+    plain = augmented_features(images, 2, pixel_stats, kind="none")
+    np.testing.assert_allclose(plain[:, 1], plain[:, 0])
+    with pytest.raises(ValueError, match=r"extract must return one feature vector per image, shape \(6, d\)"):
+        augmented_features(images, 2, lambda x: x.mean(axis=(1, 2)), kind="none")
+
+
+def test_leakage_gap_by_hand():
+    rows = []
+    for name, paper, honest in (("1-NN", (0.9, 0.8), (0.6, 0.7)), ("linear", (0.8, 0.8), (0.8, 0.7))):
+        for seed in (0, 1):
+            rows.append({"classifier": name, "protocol": "paper", "seed": seed, "auc": paper[seed],
+                         "leaked": 90 + 5 * seed, "n_test": 100})
+            rows.append({"classifier": name, "protocol": "honest", "seed": seed, "auc": honest[seed],
+                         "leaked": 0, "n_test": 30})
+    gap = leakage_gap(pd.DataFrame(rows))
+    assert list(gap.index) == ["1-NN", "linear"]
+    assert gap.loc["1-NN", "paper_mean"] == pytest.approx(0.85)
+    assert gap.loc["1-NN", "honest_sd"] == pytest.approx(np.std([0.6, 0.7], ddof=1))
+    assert gap.loc["1-NN", ["gap_mean", "gap_min", "gap_max"]].tolist() == pytest.approx([0.2, 0.1, 0.3])
+    assert gap.loc["linear", ["gap_mean", "gap_min", "gap_max"]].tolist() == pytest.approx([0.05, 0.0, 0.1])
+    assert gap.loc["linear", "leaked_share"] == pytest.approx(0.925) and gap.loc["linear", "seeds"] == 2
+    one = leakage_gap(pd.DataFrame(rows[:2]).drop(columns="classifier"))  # one seed, no column
+    assert list(one.index) == ["all"] and np.isnan(one.loc["all", "paper_sd"])
+    assert one.loc["all", "gap_mean"] == pytest.approx(0.3)
+    with pytest.raises(ValueError, match=r"runs lacks column\(s\) \['leaked'\]"):
+        leakage_gap(pd.DataFrame(rows).drop(columns="leaked"))
+    with pytest.raises(ValueError, match="every seed needs one 'paper' and one 'honest' run"):
+        leakage_gap(pd.DataFrame(rows[:3]))
+
+
+def test_plot_leakage_shows_every_seed_and_both_means():
+    import matplotlib
+    from matplotlib.collections import PathCollection
+
+    matplotlib.use("Agg")
+    features, labels, groups = nothing_to_learn(n_images=60, n_copies=3)
+    runs = pd.concat([
+        leakage_experiment(features, labels, groups, KNeighborsClassifier(1), seeds=(0, 1)).assign(classifier="1-NN"),
+        leakage_experiment(features, labels, groups, LogisticRegression(), seeds=(0, 1)).assign(classifier="LR"),
+    ])
+    ax = plot_leakage(runs)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1-NN", "LR"]
+    dots = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if isinstance(c, PathCollection)])
+    assert sorted(dots) == pytest.approx(sorted(runs["auc"]))  # one dot per run
+    assert ax.get_ylabel() == "AUC on the test part" and ax.get_title()
+    assert len(ax.get_legend().get_texts()) == 2
+    with pytest.raises(ValueError, match="runs needs the columns 'model'"):
+        plot_leakage(runs, by="model")

@@ -98,3 +98,34 @@ def test_performance_page_shows_the_results_of_make_bench(book, monkeypatch, tmp
     assert "NVIDIA GeForce GTX 1050" in text and "the synthetic PHANTOM" in text
     assert "not timed" in text  # the paper's baseline time has no counterpart here
     assert _figures(notebook) == 3
+
+
+@pytest.mark.slow
+def test_leakage_chapter_runs_on_the_phantom_with_random_features(book, monkeypatch, tmp_path):
+    notebook = _run(book, "05_leakage", monkeypatch, weights="none", image_size=64, n_copies=2,
+                    n_seeds=1, results_dir=str(tmp_path))
+    text = _outputs(notebook)
+    assert "SYNTHETIC PHANTOM" in text and "the features are random" in text
+    assert "n =    300: neither of the two accuracies fit" in text
+    assert _figures(notebook) >= 2  # the copies of one image, the two protocols (and leaked pairs)
+    saved = json.loads((tmp_path / "leakage.json").read_text())
+    assert saved["is_phantom"] and saved["weights"].startswith("random") and saved["n_copies"] == 2
+    runs = saved["runs"]
+    assert len(runs) == 3 * 2  # three classifiers, two protocols, one seed
+    assert all(run["leaked"] == 0 for run in runs if run["protocol"] == "honest")
+    assert all(run["leaked"] > 0 for run in runs if run["protocol"] == "paper")
+
+
+@pytest.mark.slow
+def test_gradcam_chapter_runs_alone_on_the_phantom(book, monkeypatch, tmp_path):
+    # an empty results_dir: chapters 02-04 have not run, so the chapter trains the three models
+    notebook = _run(book, "07_gradcam", monkeypatch, weights="none", image_size=64, epochs=1,
+                    results_dir=str(tmp_path))
+    text = _outputs(notebook)
+    assert "SYNTHETIC PHANTOM" in text and "The phantom has no burned-in text" in text
+    assert "layer block5_conv3" in text and "layer conv5" in text
+    assert _figures(notebook) >= 4  # a Grad-CAM grid per model and the masked scores
+    for key in ("baseline", "vgg16-transfer", "vgg16-finetune"):
+        results = json.loads((tmp_path / f"{key}.json").read_text())
+        assert results["data"]["is_phantom"] and results["profile"]["image_size"] == 64
+        assert (tmp_path / f"{key}.keras").is_file()
