@@ -1,4 +1,4 @@
-"""The command line: ``python -m busutils {data,split,fetch,train,evaluate} ...``.
+"""The command line: ``python -m busutils {data,split,fetch,train,evaluate,compare} ...``.
 
 Every sub-command explains its options with ``--help`` and turns bad input into a one-line
 error and a non-zero exit status, never a traceback.
@@ -14,6 +14,8 @@ from pathlib import Path
 from .data import DataError
 from .duplicates import MAX_DISTANCE
 from .images import ImageError
+
+MODELS = ("baseline", "vgg16-transfer", "vgg16-finetune")  # busutils.models.MODEL_NAMES, without importing Keras
 
 
 def _existing_path(text: str) -> Path:
@@ -118,6 +120,47 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    if args.folds < 2:
+        raise ValueError(f"--folds must be at least 2, got {args.folds}")
+    for option, values in (("--models", args.models), ("--seeds", args.seeds)):
+        if len(set(values)) != len(values):
+            raise ValueError(f"{option} names the same value twice: {' '.join(map(str, values))}")
+    out = args.out
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the path of the JSON file to write, e.g. {out / 'compare.json'}")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"--out {out} exists; nothing was changed. Choose another file, or pass --overwrite")
+
+    from .crossval import compare_models, paired_table, summary_table
+    from .data import load_dataset
+    from .profiles import get_profile
+    from .results import write_json_atomic
+
+    settings = get_profile(args.profile, epochs=args.epochs)
+    dataset = load_dataset(args.data, task=args.task, image_size=settings.image_size, phantom_n=settings.phantom_n,
+                           seed=args.seeds[0])
+    print(f"data: {dataset.source} ({len(dataset)} images)", flush=True)
+    result = compare_models(dataset, settings, models=args.models, folds=args.folds, seeds=args.seeds,
+                            weights=args.weights, log=lambda line: print(line, flush=True))
+    write_json_atomic(out, result)
+    with _wide_tables():
+        print(summary_table(result, include_paper=args.task == "benign-malignant").to_string())
+        if len(args.models) > 1:
+            print(paired_table(result).to_string())
+    for name, model in result["models"].items():
+        print(f"weights of {name}: {model['weights']}")
+    print(f"comparison written to {out}")
+    return 0
+
+
+def _wide_tables():
+    """Print whole tables, however wide."""
+    import pandas as pd
+
+    return pd.option_context("display.width", 200, "display.max_columns", None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m busutils``."""
     parser = argparse.ArgumentParser(
@@ -166,6 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, default=None, help="where to write the evaluation JSON (default: RUN/evaluation.json)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object (auc, accuracy, sensitivity, specificity, n, ...)")
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    compare = sub.add_parser("compare", help="cross-validate several models on the same folds and compare them in pairs", description="Train and test each model on the same group-aware k-fold cross-validation folds (and seeds), then test the differences of their out-of-fold ROC AUCs in pairs (DeLong's test, a paired bootstrap over duplicate groups). Writes one JSON file: per-fold and pooled metrics, every out-of-fold prediction, training times, the weights used and the paired tests.")
+    compare.add_argument("--data", type=_existing_path, default=None, help="data folder or .npz (default: $BUSI_DIR, else the synthetic phantom)")
+    compare.add_argument("--out", type=Path, required=True, help="the JSON file to write (written whole or not at all)")
+    compare.add_argument("--folds", type=_positive_int, default=5, help="k of the k-fold cross-validation, at least 2 (default: %(default)s)")
+    compare.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, metavar="MODEL", help=f"models to compare, from {', '.join(MODELS)} (default: all three)")
+    compare.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED", help="one cross-validation per seed: its folds and every model's training (default: 0)")
+    compare.add_argument("--profile", default="quick", choices=["quick", "paper"], help="settings profile (default: %(default)s)")
+    compare.add_argument("--task", default="benign-malignant", choices=["benign-malignant", "breastmnist"], help="two-class task (default: %(default)s)")
+    compare.add_argument("--weights", default=None, help="VGG16 weights: a local .h5 file, 'imagenet' or 'none' (default: the profile's)")
+    compare.add_argument("--epochs", type=_positive_int, default=None, help="cap every training stage at this many epochs")
+    compare.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    compare.set_defaults(func=_cmd_compare)
     return parser
 
 

@@ -129,3 +129,46 @@ def test_gradcam_chapter_runs_alone_on_the_phantom(book, monkeypatch, tmp_path):
         results = json.loads((tmp_path / f"{key}.json").read_text())
         assert results["data"]["is_phantom"] and results["profile"]["image_size"] == 64
         assert (tmp_path / f"{key}.keras").is_file()
+
+
+# Chapters 6 and 8 on a tiny phantom, each in a fresh copy of the book: they must run without the
+# runs that chapters 2-4 save (chapter 8 then trains its model itself).
+TINY = {"weights": "none", "epochs": 1,
+        "overrides": {"image_size": 48, "phantom_n": 80, "augment_copies": 2, "n_boot": 200}}
+
+
+@pytest.fixture
+def fresh_book(tmp_path):
+    shutil.copytree(ROOT / "book", tmp_path / "book")
+    return tmp_path / "book"
+
+
+@pytest.mark.slow
+def test_comparison_runs_on_the_phantom(fresh_book, monkeypatch):
+    notebook = _run(fresh_book, "06_comparison", monkeypatch, folds=2, **TINY)
+    text = _outputs(notebook)
+    assert "SYNTHETIC PHANTOM" in text and "RANDOM weights" in text
+    assert _figures(notebook) == 2  # fold AUCs, ROC curves
+    result = json.loads((fresh_book / "results" / "comparison.json").read_text())
+    assert list(result["models"]) == ["baseline", "vgg16-transfer", "vgg16-finetune"]
+    assert result["protocol"]["folds"] == 2 and result["data"]["is_phantom"]
+    ids = result["predictions"]["id"]
+    assert len(ids) == len(set(ids)) == 80
+    for pair in result["paired"]:
+        assert f"{pair['a']} - {pair['b']}: AUC difference {pair['bootstrap']['difference']:+.3f}" in text
+
+
+@pytest.mark.slow
+def test_operating_point_runs_on_the_phantom_without_earlier_chapters(fresh_book, monkeypatch):
+    from busutils.operating_point import threshold_for_sensitivity
+
+    assert not (fresh_book / "results").exists()
+    notebook = _run(fresh_book, "08_operating_point", monkeypatch, model="vgg16-transfer",
+                    target_sensitivity=0.9, **TINY)
+    text = _outputs(notebook)
+    assert "SYNTHETIC PHANTOM" in text and "RANDOM weights" in text
+    assert _figures(notebook) == 3  # trade-off, confusion matrices, reliability curves
+    run = json.loads((fresh_book / "results" / "vgg16-transfer.json").read_text())
+    threshold = threshold_for_sensitivity(run["val"]["labels"], run["val"]["scores"], 0.9)
+    assert f"threshold for sensitivity >= 0.9 on the validation part: {threshold:.3f}" in text
+    assert "Brier score" in text and "isotonic" in text

@@ -1,0 +1,235 @@
+"""Several models under one protocol: group-aware k-fold cross-validation, then paired tests.
+
+One held-out split is a noisy measure: another draw of the test part gives another number.
+Cross-validation tests every image once, on k folds; and when *every* model is trained and
+tested on the *same* folds, with the same seeds and the same validation parts, each image gets
+one out-of-fold score from each model, so that two models can be compared image by image
+(:mod:`busutils.compare`) instead of through two separate confidence intervals.
+
+Every fold of one seed trains with that seed: the folds differ in their data only, and the
+augmented copies of an image (and so the cached activations of VGG16's frozen layers,
+:mod:`busutils.features`) are the same in every fold.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+
+import keras
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .compare import delong_test, paired_bootstrap_auc
+from .data import Dataset
+from .evaluate import PAPER_TABLE1, classification_metrics, evaluate_predictions
+from .experiment import Split, data_summary, split_dataset, train_model
+from .models import MODEL_NAMES
+from .profiles import Profile, as_dict
+from .results import Timer, environment_info
+from .runs import run_label
+from .splits import group_kfold
+from .train import predict_scores
+
+__all__ = ["compare_models", "paired_table", "summary_table"]
+
+FOLD_METRICS = ("auc", "accuracy", "sensitivity", "specificity")
+
+
+def _check_arguments(dataset: Dataset, models: Sequence[str], folds: int, seeds: Sequence[int]) -> None:
+    if len(dataset.class_names) != 2:
+        raise ValueError(f"task {dataset.task!r} has {len(dataset.class_names)} classes; the comparison tests "
+                         "ROC AUCs of two classes: use task='benign-malignant' (or 'breastmnist')")
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if not models or unknown:
+        raise ValueError(f"models must name one or more of {', '.join(MODEL_NAMES)}; got {list(models)}")
+    if len(set(models)) != len(models):
+        raise ValueError(f"models names a model twice: {list(models)}")
+    if int(folds) != folds or folds < 2:
+        raise ValueError(f"folds must be an integer of at least 2, got {folds}")
+    if not seeds or len(set(seeds)) != len(seeds) or any(int(s) != s for s in seeds):
+        raise ValueError(f"seeds must be one or more different integers, got {list(seeds)}")
+
+
+@contextmanager
+def _quiet_retracing():
+    """Silence TensorFlow's advice against tracing new functions in a loop: a cross-validation
+    builds new models in a loop on purpose."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _spread(values: list[float]) -> dict:
+    """Mean, standard deviation (over folds and seeds), smallest and largest value."""
+    v = np.array([x for x in values if x is not None], dtype=float)
+    if len(v) == 0:
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None,
+            "min": float(v.min()), "max": float(v.max()), "n": int(len(v))}
+
+
+def _train_and_test(name: str, split: Split, settings: Profile, *, seed: int,
+                    weights: str | None) -> tuple[np.ndarray, dict, str]:
+    """Train ``name`` on one fold's training part; its scores and metrics on the fold, and its weights."""
+    with Timer() as timer:
+        trained = train_model(name, split, settings, seed=seed, weights=weights, verbose=0)
+    scores = predict_scores(trained.model, split.test.images, batch_size=settings.batch_size)
+    metrics = classification_metrics(split.test.labels, scores, list(split.test.class_names))
+    record = {"n_test": len(split.test), "train_seconds": round(timer.elapsed, 2),
+              "fit_seconds": round(trained.seconds, 2), **{key: metrics[key] for key in FOLD_METRICS}}
+    keras.utils.clear_session()  # the fold's model is no longer needed: free its memory
+    return scores, record, trained.weights_used
+
+
+def compare_models(
+    dataset: Dataset,
+    settings: Profile,
+    *,
+    models: Sequence[str] = MODEL_NAMES,
+    folds: int = 5,
+    seeds: Sequence[int] = (0,),
+    weights: str | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """Train and test every model in ``models`` on the same group-aware folds, for every seed.
+
+    For each seed the data are cut into ``folds`` stratified folds that keep duplicate groups
+    whole (:func:`busutils.splits.group_kfold`); each fold is the test part once, a validation
+    part is carved by group from the rest, and every model trains on the same training and
+    validation parts.  ``log`` gets one line per trained model (``None``: silent).
+
+    Returns a JSON-ready dict: ``"protocol"``, ``"data"``, ``"profile"``; per model
+    (``"models"``) its fold metrics, their mean and spread, the pooled out-of-fold metrics with
+    bootstrap CIs resampling duplicate groups (an image's scores under several seeds move
+    together), the weights it used and its training time; ``"predictions"`` (id, seed, fold,
+    label, group and each model's score, one row per image and seed); and ``"paired"``, for
+    each pair of models, DeLong's test per seed and a paired bootstrap over duplicate groups
+    of the difference of pooled out-of-fold AUCs.
+    """
+    models, seeds = list(models), [int(s) for s in seeds]
+    _check_arguments(dataset, models, folds, seeds)
+    rows = {"id": [], "seed": [], "fold": [], "label": [], "group": []}
+    scores = {m: [] for m in models}
+    per_fold = {m: [] for m in models}
+    weights_used = {m: set() for m in models}
+    with Timer() as total, _quiet_retracing():
+        for seed in seeds:
+            for k, (_, test) in enumerate(group_kfold(dataset.labels, dataset.groups, n_splits=folds, seed=seed)):
+                split = split_dataset(dataset, val_size=settings.val_size, seed=seed, test_index=test)
+                rows["id"] += list(split.test.ids)
+                rows["seed"] += [seed] * len(test)
+                rows["fold"] += [k] * len(test)
+                rows["label"] += split.test.labels.tolist()
+                rows["group"] += split.test.groups.tolist()
+                for name in models:
+                    fold_scores, record, used = _train_and_test(name, split, settings, seed=seed, weights=weights)
+                    scores[name] += fold_scores.tolist()
+                    per_fold[name].append({"seed": seed, "fold": k, **record})
+                    weights_used[name].add(used)
+                    if log:
+                        log(f"seed {seed}, fold {k + 1}/{folds}: {name} trained in {record['train_seconds']:.0f} s, "
+                            f"test AUC {record['auc']:.3f} on {len(test)} images")
+    labels, groups = np.array(rows["label"]), np.array(rows["group"])
+    results = {}
+    for name in models:
+        weights_text = "; ".join(sorted(weights_used[name]))
+        results[name] = {
+            "label": run_label({"model": name, "weights": weights_text}, f"{folds}-fold CV"),
+            "weights": weights_text,
+            "train_seconds": round(sum(f["train_seconds"] for f in per_fold[name]), 1),
+            "fit_seconds": round(sum(f["fit_seconds"] for f in per_fold[name]), 1),
+            "per_fold": per_fold[name],
+            "summary": {key: _spread([f[key] for f in per_fold[name]]) for key in FOLD_METRICS},
+            "pooled": evaluate_predictions(labels, np.array(scores[name]), list(dataset.class_names),
+                                           n_boot=settings.n_boot, seed=seeds[0], groups=groups),
+        }
+    paired, seed_of = [], np.array(rows["seed"])
+    for first, second in itertools.combinations(models, 2):  # a - b: the later model minus the earlier
+        a, b = np.array(scores[second]), np.array(scores[first])
+        delong = [{"seed": s, **delong_test(labels[seed_of == s], a[seed_of == s], b[seed_of == s])} for s in seeds]
+        bootstrap = paired_bootstrap_auc(labels, a, b, groups=groups, n_boot=settings.n_boot, seed=seeds[0])
+        paired.append({"a": second, "b": first, "delong": delong, "bootstrap": bootstrap})
+    return {
+        "protocol": {
+            "models": models, "folds": folds, "seeds": seeds, "n_boot": settings.n_boot,
+            "splits": "group-aware stratified k-fold (busutils.splits.group_kfold), the same folds, "
+                      "validation parts and seeds for every model",
+        },
+        "data": data_summary(dataset),
+        "profile": as_dict(settings),
+        "models": results,
+        "predictions": {**rows, "scores": scores},
+        "paired": paired,
+        "seconds": round(total.elapsed, 1),
+        "busutils": __version__,
+        "environment": environment_info(),
+    }
+
+
+def _mean_sd(summary: dict, digits: int) -> str:
+    if summary["mean"] is None:
+        return "n/a"
+    sd = "n/a" if summary["std"] is None else f"{summary['std']:.{digits}f}"
+    return f"{summary['mean']:.{digits}f} ± {sd}"
+
+
+def _with_ci(pooled: dict, key: str, digits: int) -> str:
+    value, (low, high) = pooled["metrics"][key], pooled["ci95"][key]
+    if value is None:
+        return "n/a"
+    if low is None or high is None:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def summary_table(result: dict, *, include_paper: bool = True, digits: int = 2) -> pd.DataFrame:
+    """One row per model of :func:`compare_models`: AUC and accuracy over the folds (mean ± SD)
+    and pooled out of fold (with 95 % CI), and the paper's Table 1 beside them.
+
+    Rows are named by :func:`busutils.runs.run_label`, so that random VGG16 weights are flagged.
+    """
+    rows = {}
+    for name, model in result["models"].items():
+        row = {}
+        for key, text in (("auc", "AUC"), ("accuracy", "accuracy")):
+            row[(text, "folds: mean ± SD")] = _mean_sd(model["summary"][key], digits)
+            row[(text, "pooled [95% CI]")] = _with_ci(model["pooled"], key, digits)
+            if include_paper:
+                reported = PAPER_TABLE1.get(name, {}).get(key)
+                row[(text, "paper")] = "" if reported is None else f"{reported:.4g}"
+        rows[model["label"]] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    table.index.name = "model"
+    return table
+
+
+def _p(value: float) -> str:
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def paired_table(result: dict, *, digits: int = 3) -> pd.DataFrame:
+    """One row per pair of models of :func:`compare_models`: the difference of pooled
+    out-of-fold AUCs with its paired-bootstrap 95 % CI and p-value, and DeLong's p-value
+    (one per seed)."""
+    rows = {}
+    for pair in result["paired"]:
+        boot = pair["bootstrap"]
+        low, high = boot["ci95"]
+        rows[f"{pair['a']} − {pair['b']}"] = {
+            "AUC difference": f"{boot['difference']:+.{digits}f}",
+            "95% CI (bootstrap)": f"[{low:+.{digits}f}, {high:+.{digits}f}]",
+            "p (bootstrap)": _p(boot["p_value"]),
+            "p (DeLong)": "; ".join(_p(d["p_value"]) for d in pair["delong"]),
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "pair (a − b)"
+    return table
