@@ -135,7 +135,8 @@ def test_frozen_vgg16_keys_name_weights_size_preprocessing_and_precision(tmp_pat
     for size, weights in [(32, "random (seed 0)"), (48, "random (seed 0)"), (32, "imagenet (sha256 5ffcc3e2b95a)")]:
         model, _ = build_model("vgg16-finetune", (size, size, 3), 2, weights="none", seed=0)
         frozen = FrozenVGG16(model, weights, get_profile("quick", image_size=size), "float32", seed=0)
-        assert {"weights", "image_size", "preprocessing", "precision", "layer"} <= set(frozen.maps.key)
+        assert {"weights", "image_size", "preprocessing", "precision", "network"} <= set(frozen.maps.key)
+        assert frozen.maps.key["network"][-1] == frozen.layer  # the cached output is that layer's
         assert "103.939" in frozen.maps.key["preprocessing"]  # the ImageNet means themselves
         folders[size, weights] = frozen.maps.folder
     assert len(set(folders.values())) == 3
