@@ -190,3 +190,17 @@ def test_a_cell_that_runs_past_the_timeout_fails_the_build(tmp_path):
     root = _tiny_book(tmp_path / "src", "import time\ntime.sleep(120)")
     with pytest.raises(TimeoutError, match="book/one: a cell ran longer than 2 s"):
         execute_book.execute_book(root, tmp_path / "out", "quick", timeout=2)
+
+
+def test_every_bibliography_entry_is_cited_and_every_citation_exists():
+    import re
+
+    bib = (ROOT / "book" / "references.bib").read_text()
+    keys = set(re.findall(r"^@\w+\{([^,\s]+),", bib, flags=re.MULTILINE))
+    cited = set()
+    for path in [*ROOT.joinpath("book").rglob("*.ipynb"), *ROOT.joinpath("book").rglob("*.md")]:
+        for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", path.read_text()):
+            cited.update(key.strip() for key in group.split(","))
+    assert keys, "no entries read from references.bib"
+    assert sorted(keys - cited) == [], "entries never cited (the bibliography would drop them)"
+    assert sorted(cited - keys) == [], "citations with no entry in references.bib"
