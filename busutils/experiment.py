@@ -160,6 +160,7 @@ class FrozenVGG16:
                              f"output (finetune_layers={settings.finetune_layers!r}): read later blocks "
                              "(head_features) or fine-tune from an earlier layer") from None
         self.batch_size = batch_size
+        self.weights_used = weights_used
         # The keys describe the networks themselves (their layers, weights, input, arithmetic), so that
         # activations of one network are never served for another.
         key = {"network": [layer.name for layer in self.front.layers], "weights": weights_used,
@@ -177,6 +178,20 @@ class FrozenVGG16:
     def pooled(self, images: np.ndarray) -> np.ndarray:
         return self.vectors.get(images, lambda x: extract_features(self.pooler, self.activations(x),
                                                                    batch_size=self.batch_size))
+
+
+def frozen_vgg16(settings: Profile, *, seed: int = 0, weights: str | None = None) -> FrozenVGG16:
+    """The frozen VGG16 of the transfer model that ``settings`` describe, untrained head and all.
+
+    Its ``pooled(images)`` are the features the classifier of chapter 03 reads, cached on disk:
+    what a chapter needs to train small classifiers of its own on them (e.g. the leakage one).
+    """
+    shape = (settings.image_size, settings.image_size, 3)
+    with precision_scope(settings.precision) as policy:
+        model, used = build_model("vgg16-transfer", shape, 2, weights=weights or settings.weights,
+                                  strict=settings.strict_weights, seed=seed, hidden=settings.head_hidden,
+                                  dropout=settings.dropout, l2=settings.head_l2, features=settings.head_features)
+    return FrozenVGG16(model, used, settings, policy, seed=seed, batch_size=settings.batch_size)
 
 
 def _train_head(frozen: FrozenVGG16, train_images: np.ndarray, train_labels: np.ndarray, split: Split,
