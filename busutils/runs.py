@@ -174,7 +174,9 @@ def load_or_train(name: str, dataset: Dataset, settings: Profile, *, results_dir
     """The model ``name`` as an earlier chapter saved it in ``results_dir``, or trained now and saved.
 
     A saved run is used only if it was trained with the same settings, data, task and seed;
-    otherwise (or when a chapter runs alone, e.g. on Colab) the model is trained here.
+    otherwise (or when a chapter runs alone, e.g. on Colab) the model is trained here.  A saved
+    model comes back uncompiled, to be scored and looked into (its optimizer's state is not kept:
+    compile it again to train it further).
     """
     from . import models  # noqa: F401  (registers the custom layers for loading)
 
@@ -185,7 +187,7 @@ def load_or_train(name: str, dataset: Dataset, settings: Profile, *, results_dir
         if (saved.get("profile") == as_dict(settings) and saved.get("seed") == seed
                 and saved["data"]["source"] == dataset.source and saved["data"]["task"] == dataset.task
                 and saved["data"]["n"] == len(dataset)):
-            return keras.models.load_model(model_path), saved
+            return keras.models.load_model(model_path, compile=False), saved
     trained, results = run_experiment(name, dataset, settings, seed=seed, verbose=verbose)
     save_run(trained, results, folder)
     return trained.model, results
