@@ -86,3 +86,10 @@ def test_the_exercise_page_folds_the_setup_cell_and_the_solution(html):
     assert page.find("script", src=re.compile("togglebutton"))
     assert "Not for clinical use" in page.get_text()
     assert re.search(r"Exercise \d+\.1 \(Break the folder, then read the audit\)", page.get_text())
+
+
+@pytest.mark.slow
+def test_pages_carry_the_stylesheet_that_wraps_long_code_lines(html):
+    page = (html / "book" / "01_data_tour.html").read_text()
+    assert "_static/code.css" in page
+    assert "white-space: pre-wrap" in (html / "_static" / "code.css").read_text()
