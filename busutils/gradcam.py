@@ -13,6 +13,8 @@ them and :func:`mask_shortcuts` paints them over, to test whether predictions ch
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numbers
 from typing import Any
 
@@ -102,6 +104,25 @@ def _class_indices(class_index: Any, n: int, units: int) -> np.ndarray | None:
     return index
 
 
+@contextmanager
+def _before_activation(model: keras.Model):
+    """While in the block, the model's output layer gives its scores before its sigmoid or softmax.
+
+    The same trick as the keras-io Grad-CAM example (the last layer's activation removed);
+    the layer gets its activation back on leaving, whatever happens.
+    """
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    if activation not in (keras.activations.sigmoid, keras.activations.softmax):
+        yield
+        return
+    last.activation = keras.activations.linear
+    try:
+        yield
+    finally:
+        last.activation = activation
+
+
 def _tensorflow_gradients(conv_and_pred: keras.Model, x: np.ndarray, class_index: np.ndarray | None):
     import tensorflow as tf
 
@@ -134,11 +155,11 @@ def grad_cam(
     """Grad-CAM heat maps ``(n, H, W)`` in [0, 1], one per image, at the input's size.
 
     ``images`` is ``(n, H, W, C)`` as the model takes them.  ``layer`` defaults to
-    :func:`last_conv_layer`.  For a one-unit sigmoid model the score explained is the
-    probability of class 1 (malignant), or its negative with ``class_index=0``; the
-    logit would give the same normalised map, as it only rescales the gradient.  For a
-    softmax model it is the probability of ``class_index`` (default: each image's
-    predicted class).  ``class_index`` may also give one class per image, e.g. each
+    :func:`last_conv_layer`.  The score explained is taken before the output's sigmoid or
+    softmax, as Selvaraju et al. do: a probability saturated at 0 or 1 has no gradient and
+    would leave a blank map.  For a one-unit sigmoid model it is the logit of class 1
+    (malignant), or its negative with ``class_index=0``; for a softmax model the logit of
+    ``class_index`` (default: each image's predicted class).  ``class_index`` may also give one class per image, e.g. each
     image's predicted class for a sigmoid model, ``scores >= 0.5``.  Maps are divided by
     their maximum (all zero when nothing raised the score).  Images go through the model
     ``batch_size`` at a time.  TensorFlow and JAX backends.
@@ -165,15 +186,16 @@ def grad_cam(
     elif backend != "tensorflow":
         raise RuntimeError(f"grad_cam supports the tensorflow and jax Keras backends, not {backend!r}")
     maps = []
-    for start in range(0, len(x), batch_size):
-        batch = x[start:start + batch_size]
-        chosen = None if classes is None else classes[start:start + batch_size]
-        if backend == "tensorflow":
-            conv, grads = _tensorflow_gradients(conv_and_pred, batch, chosen)
-        else:
-            conv, grads = _jax_gradients(conv_and_pred, back, batch, chosen)
-        weights = grads.mean(axis=(1, 2))  # alpha_k: one weight per feature map
-        maps.append(np.maximum(np.einsum("nhwk,nk->nhw", conv, weights), 0.0))
+    with _before_activation(model):
+        for start in range(0, len(x), batch_size):
+            batch = x[start:start + batch_size]
+            chosen = None if classes is None else classes[start:start + batch_size]
+            if backend == "tensorflow":
+                conv, grads = _tensorflow_gradients(conv_and_pred, batch, chosen)
+            else:
+                conv, grads = _jax_gradients(conv_and_pred, back, batch, chosen)
+            weights = grads.mean(axis=(1, 2))  # alpha_k: one weight per feature map
+            maps.append(np.maximum(np.einsum("nhwk,nk->nhw", conv, weights), 0.0))
     cams = np.concatenate(maps)[..., None]
     cams = keras.ops.convert_to_numpy(keras.ops.image.resize(cams, x.shape[1:3], interpolation="bilinear"))[..., 0]
     peak = cams.max(axis=(1, 2), keepdims=True)

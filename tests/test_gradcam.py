@@ -72,6 +72,17 @@ def test_sigmoid_model_maps_equal_the_evidence_for_each_class():
     np.testing.assert_allclose(grad_cam(model, x, layer="detect", class_index=0)[0], region(BOTTOM_RIGHT), atol=1e-6)
 
 
+def test_a_saturated_probability_still_gets_its_map_and_the_model_keeps_its_sigmoid():
+    model, x = blob_model(), blob_images()[1:2]  # only the bright blob: malignant evidence alone
+    out = model.get_layer("out")
+    kernel, bias = out.get_weights()
+    out.set_weights([kernel * 1e4, bias])  # a logit of thousands: the probability is exactly 1.0
+    assert float(model.predict(x, verbose=0)[0, 0]) == 1.0
+    np.testing.assert_allclose(grad_cam(model, x, layer="detect")[0], region(TOP_LEFT), atol=1e-6)
+    assert out.activation is keras.activations.sigmoid
+    assert float(model.predict(x, verbose=0)[0, 0]) == 1.0
+
+
 def test_softmax_model_explains_the_predicted_or_the_requested_class():
     model, x = blob_model(softmax=True), blob_images()[1:]
     assert list(model.predict(x, verbose=0).argmax(axis=1)) == [1, 0]
