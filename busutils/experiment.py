@@ -159,8 +159,7 @@ class FrozenVGG16:
             raise ValueError(f"{model.name}'s features read layers before {self.layer}, the frozen part's cached "
                              f"output (finetune_layers={settings.finetune_layers!r}): read later blocks "
                              "(head_features) or fine-tune from an earlier layer") from None
-        self.batch_size = batch_size
-        self.weights_used = weights_used
+        self.model, self.weights_used, self.policy, self.batch_size = model, weights_used, policy, batch_size
         # The keys describe the networks themselves (their layers, weights, input, arithmetic), so that
         # activations of one network are never served for another.
         key = {"network": [layer.name for layer in self.front.layers], "weights": weights_used,
@@ -180,17 +179,20 @@ class FrozenVGG16:
                                                                    batch_size=self.batch_size))
 
 
-def frozen_vgg16(settings: Profile, *, seed: int = 0, weights: str | None = None) -> FrozenVGG16:
-    """The frozen VGG16 of the transfer model that ``settings`` describe, untrained head and all.
+def frozen_vgg16(settings: Profile, *, seed: int = 0, weights: str | None = None, name: str = "vgg16-transfer",
+                 n_classes: int = 2, **options) -> FrozenVGG16:
+    """VGG16 model ``name`` built as ``settings`` describe it (``.model``, its head untrained), with its frozen front.
 
     Its ``pooled(images)`` are the features the classifier of chapter 03 reads, cached on disk:
     what a chapter needs to train small classifiers of its own on them (e.g. the leakage one).
+    ``options`` go to the model's factory (learning rate, optimizer, trainable layers).
     """
     shape = (settings.image_size, settings.image_size, 3)
     with precision_scope(settings.precision) as policy:
-        model, used = build_model("vgg16-transfer", shape, 2, weights=weights or settings.weights,
+        model, used = build_model(name, shape, n_classes, weights=weights or settings.weights,
                                   strict=settings.strict_weights, seed=seed, hidden=settings.head_hidden,
-                                  dropout=settings.dropout, l2=settings.head_l2, features=settings.head_features)
+                                  dropout=settings.dropout, l2=settings.head_l2, features=settings.head_features,
+                                  **options)
     return FrozenVGG16(model, used, settings, policy, seed=seed, batch_size=settings.batch_size)
 
 
@@ -258,12 +260,8 @@ def train_model(
         if name == "vgg16-transfer" else {
         "learning_rate": settings.finetune_learning_rate, "momentum": settings.momentum,
         "trainable_layers": settings.finetune_layers}
-    with precision_scope(settings.precision) as policy:
-        model, used = build_model(name, shape, n_classes, weights=weights or settings.weights,
-                                  strict=settings.strict_weights, seed=seed, hidden=settings.head_hidden,
-                                  dropout=settings.dropout, l2=settings.head_l2, features=settings.head_features,
-                                  **options)
-    frozen = FrozenVGG16(model, used, settings, policy, seed=seed, batch_size=settings.batch_size)
+    frozen = frozen_vgg16(settings, seed=seed, weights=weights, name=name, n_classes=n_classes, **options)
+    model, used, policy = frozen.model, frozen.weights_used, frozen.policy
     copies = settings.augment_copies if settings.augmentation != "none" else 1
     train_images = augmented_copies(split.train.images, copies, settings.augmentation,
                                     seed=seed if copies_seed is None else copies_seed)

@@ -40,16 +40,30 @@ __all__ = [
 
 
 def last_conv_layer(model: keras.Model) -> str:
-    """Name of the last ``Conv2D`` layer, searching nested models: Grad-CAM's usual layer
-    (``"conv5"`` for the book's baseline, ``"block5_conv3"`` for VGG16)."""
-    for layer in reversed(model.layers):
+    """Name of the layer whose output is the last ``Conv2D``'s rectified feature maps: Grad-CAM's usual layer.
+
+    That is the ``Conv2D`` itself when it applies its own activation (``"block5_conv3"`` for
+    VGG16), else the batch normalisation and ReLU that follow it (``"relu5"`` for the book's
+    baseline): Grad-CAM weighs maps the network reads after rectification, and raw convolution
+    outputs, negative in places, can cancel the evidence into a blank map.  Nested models are
+    searched too.
+    """
+    layers_ = model.layers
+    for i in range(len(layers_) - 1, -1, -1):
+        layer = layers_[i]
         if isinstance(layer, keras.Model):
             try:
                 return last_conv_layer(layer)
             except ValueError:
                 continue
         if isinstance(layer, keras.layers.Conv2D):
-            return layer.name
+            name = layer.name
+            for after in layers_[i + 1:]:
+                if not isinstance(after, (keras.layers.BatchNormalization, keras.layers.ReLU,
+                                          keras.layers.Activation)):
+                    break
+                name = after.name
+            return name
     raise ValueError(f"model {model.name!r} has no Conv2D layer")
 
 

@@ -146,7 +146,7 @@ def test_zero_evidence_gives_an_all_zero_map():
 
 
 def test_last_conv_layer_of_the_book_models_and_of_nested_models():
-    assert last_conv_layer(baseline_cnn((32, 32, 3)).model) == "conv5"
+    assert last_conv_layer(baseline_cnn((32, 32, 3)).model) == "relu5"  # conv5, bn5, relu5: the rectified maps
     inner = keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(2, 3, name="inner_conv")], name="inner")
     inputs = keras.Input((8, 8, 1))
     x = layers.Conv2D(1, 1, name="outer_conv")(inputs)

@@ -124,7 +124,7 @@ def test_gradcam_chapter_runs_alone_on_the_phantom(book, monkeypatch, tmp_path):
                     results_dir=str(tmp_path))
     text = _outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text and "The phantom has no burned-in text" in text
-    assert "layer block5_conv3" in text and "layer conv5" in text
+    assert "layer block5_conv3" in text and "layer relu5" in text
     flagged = int(re.search(r"(\d+) of \d+ test images have flagged pixels", text).group(1))
     # a Grad-CAM grid per model; with flagged pixels, the flagged pixels and the masked scores too
     assert _figures(notebook) == 3 + 2 * (flagged > 0)
