@@ -79,6 +79,7 @@ def test_performance_page_measures_what_it_can_without_make_bench(book, monkeypa
     assert "No results of `make bench` were found" in text and "32 x 32 pixels" in text
     assert "precision chosen" in text and "float32" in text
     assert "No paper-profile run has been timed" in text
+    assert "as many images a second as float32 here" in text  # the check of the precision choice
     assert _figures(notebook) == 2  # feature extraction and fine-tuning epochs; no paper-run figure
 
 
@@ -98,6 +99,7 @@ def test_performance_page_shows_the_results_of_make_bench(book, monkeypatch, tmp
     assert f"read from {results}" in text and "No results of" not in text
     assert "NVIDIA GeForce GTX 1050" in text and "the synthetic PHANTOM" in text
     assert "not timed" in text  # the paper's baseline time has no counterpart here
+    assert "times the paper's time on its GPU" in text and "Training took" in text
     assert _figures(notebook) == 3
 
 
