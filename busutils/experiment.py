@@ -241,11 +241,11 @@ def train_model(
         raise ValueError(f"unknown model {name!r}; use one of {', '.join(MODEL_NAMES)}")
     set_seed(seed)
     n_classes = len(split.train.class_names)
-    shape = (settings.image_size, settings.image_size, 3)
     common = {"patience": settings.patience, "restore_best": settings.restore_best,
               "balance_classes": settings.balance_classes, "seed": seed, "verbose": verbose}
     if name == "baseline":
         with precision_scope(settings.precision) as policy:
+            shape = (settings.image_size, settings.image_size, 3)
             model, used = build_model(name, shape, n_classes, learning_rate=settings.baseline_learning_rate,
                                       optimizer=settings.baseline_optimizer, dropout=settings.dropout,
                                       l2=settings.l2, seed=seed)

@@ -48,9 +48,7 @@ def last_conv_layer(model: keras.Model) -> str:
     outputs, negative in places, can cancel the evidence into a blank map.  Nested models are
     searched too.
     """
-    layers_ = model.layers
-    for i in range(len(layers_) - 1, -1, -1):
-        layer = layers_[i]
+    for i, layer in reversed(list(enumerate(model.layers))):
         if isinstance(layer, keras.Model):
             try:
                 return last_conv_layer(layer)
@@ -58,7 +56,7 @@ def last_conv_layer(model: keras.Model) -> str:
                 continue
         if isinstance(layer, keras.layers.Conv2D):
             name = layer.name
-            for after in layers_[i + 1:]:
+            for after in model.layers[i + 1:]:
                 if not isinstance(after, (keras.layers.BatchNormalization, keras.layers.ReLU,
                                           keras.layers.Activation)):
                     break
