@@ -7,23 +7,43 @@ GPUs).  Elsewhere every operation converts to and from float32, and the gain, if
 (1.1 to 1.2 times float32 for VGG16 features on an AVX2-only CPU, ``make bench``) and bought
 with bfloat16's 8-bit precision, so float32 is kept.  The choice is detected, never assumed:
 the same book runs on whatever machine its reader has.
+
+``BUSUTILS_PRECISION`` (``auto``, ``float32``, ``mixed_bfloat16`` or ``mixed_float16``) overrides
+the profiles' setting for the whole process, like ``VGG16_WEIGHTS`` for the weights: to run the
+book, or its tests, under a precision this machine would not choose (bfloat16 and float16 are
+emulated on CPUs without them: slower, but they run).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import keras
 
-__all__ = ["PRECISIONS", "choose_precision", "cpu_flags", "cpu_name", "gpu_compute_capabilities", "precision_scope"]
+__all__ = ["ENV_VAR", "PRECISIONS", "choose_precision", "precision_from_environment", "cpu_flags", "cpu_name", "gpu_compute_capabilities", "precision_scope"]
 
 #: Values a profile's ``precision`` setting may take.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+#: The environment variable that overrides the profiles' precision for the whole process.
+ENV_VAR = "BUSUTILS_PRECISION"
+
+
+def precision_from_environment() -> str | None:
+    """The precision ``$BUSUTILS_PRECISION`` asks for, or ``None`` when it is unset or empty."""
+    value = os.environ.get(ENV_VAR, "").strip()
+    if not value:
+        return None
+    if value not in PRECISIONS:
+        raise ValueError(f"{ENV_VAR}={value!r} is not known; use one of {', '.join(PRECISIONS)} "
+                         "(or unset it for the profile's own setting)")
+    return value
 
 
 def _cpuinfo() -> str:

@@ -151,14 +151,20 @@ def get_profile(name: str | Profile | None = None, **overrides) -> Profile:
     """The named profile with any settings in ``overrides`` replaced (``None`` values ignored).
 
     ``name=None`` picks :func:`default_profile`.  ``epochs=N`` caps every training stage
-    (baseline, classifier head, fine-tuning) at N epochs.
+    (baseline, classifier head, fine-tuning) at N epochs.  The precision is, in this order,
+    ``precision=`` given here, then ``$BUSUTILS_PRECISION``, then the profile's.
     """
     if name is None:
         name = default_profile()
     profile = name if isinstance(name, Profile) else PROFILES.get(name)
     if profile is None:
         raise ValueError(f"profile={name!r} is not known; use one of {sorted(PROFILES)}")
+    from .precision import precision_from_environment
+
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    from_environment = precision_from_environment()
+    if from_environment is not None:
+        overrides.setdefault("precision", from_environment)
     epochs = overrides.pop("epochs", None)
     if epochs is not None:
         if int(epochs) < 1:

@@ -182,6 +182,7 @@ def environment_info() -> dict[str, Any]:
         "cpu_count_available": _cpu_count(),
         "packages": {name: _version(name) for name in PACKAGES},
         "keras_backend": _keras_backend(),
+        "precision_override": os.environ.get("BUSUTILS_PRECISION") or None,
         "busutils": busutils_version,
         "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -106,3 +106,31 @@ def test_bfloat16_predictions_rank_images_as_float32_ones_do():
     assert 0.7 < aucs["float32"] < 1  # learned, yet with mistakes whose order bfloat16 could change
     assert abs(aucs["bf16"] - aucs["float32"]) <= 0.03
     np.testing.assert_allclose(scores["bf16"], scores["float32"], atol=0.05)
+
+
+def test_the_environment_overrides_the_profiles_precision_but_not_an_explicit_one(monkeypatch):
+    from busutils.profiles import get_profile
+
+    monkeypatch.setenv("BUSUTILS_PRECISION", "mixed_float16")
+    assert get_profile("quick").precision == "mixed_float16"
+    assert get_profile("paper").precision == "mixed_float16"
+    assert get_profile("quick", precision="float32").precision == "float32"
+    monkeypatch.setenv("BUSUTILS_PRECISION", "")
+    assert get_profile("quick").precision == "auto"
+
+
+def test_an_unknown_precision_in_the_environment_is_refused_by_name(monkeypatch):
+    from busutils.profiles import get_profile
+
+    monkeypatch.setenv("BUSUTILS_PRECISION", "bf16")
+    with pytest.raises(ValueError, match="BUSUTILS_PRECISION='bf16'"):
+        get_profile("quick")
+
+
+def test_results_record_the_precision_override(monkeypatch):
+    from busutils.results import environment_info
+
+    monkeypatch.setenv("BUSUTILS_PRECISION", "mixed_bfloat16")
+    assert environment_info()["precision_override"] == "mixed_bfloat16"
+    monkeypatch.delenv("BUSUTILS_PRECISION")
+    assert environment_info()["precision_override"] is None
