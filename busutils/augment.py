@@ -195,9 +195,9 @@ def augmented_copies(images: np.ndarray, n_copies: int, kind: str, *, seed: int 
     the *training* images only (augment after the split, never before).  Each copy depends only
     on its image's pixels, its copy number and ``seed``, not on the other images augmented with
     it, so a copy is the same in every chapter and cross-validation fold, and the activations of
-    the frozen VGG16 layers for it are computed once (:mod:`busutils.features`).
+    the frozen VGG16 layers for it are computed once (:mod:`busutils.cache`).
     """
-    from .features import image_digests
+    from .cache import image_digests
 
     images = np.asarray(images)
     if images.ndim != 3 or images.dtype != np.uint8:

@@ -208,7 +208,7 @@ def finetune_epoch_speed(
     """Seconds of one fine-tuning epoch, cached against uncached; ``value`` is their ratio.
 
     Cached: the automatic precision, on activations of the frozen layers kept by
-    :class:`busutils.experiment.FrozenVGG16` (``copies`` augmented copies per image, one per
+    :class:`busutils.frozen.FrozenVGG16` (``copies`` augmented copies per image, one per
     epoch), as ``train_model(..., finetune_mode="cached")`` trains.  Uncached: float32, images
     augmented online through the whole network, as before the cache (``finetune_mode="online"``).
     Training passes only (no validation), phantom images, random weights.  Also reported, to
@@ -219,34 +219,30 @@ def finetune_epoch_speed(
     """
     from .augment import augmented_copies, make_augmentation
     from .data import phantom_dataset
-    from .experiment import FrozenVGG16
-    from .models import chain, compile_for, make_optimizer, vgg16_finetune
+    from .frozen import CopiesSequence, FrozenVGG16
+    from .models import vgg16_finetune
     from .profiles import get_profile
-    from .train import CopiesSequence, make_dataset
+    from .train import make_dataset
 
     if n_images % batch_size:
         raise ValueError(f"n_images={n_images} must be a multiple of batch_size={batch_size}: a smaller last "
                          "batch would make Keras trace its training step again inside a timed round")
     data = phantom_dataset(n_images, image_size=image_size, seed=seed)
     shape = (image_size, image_size, 3)
-    options = {"weights": None, "seed": seed, "trainable_layers": finetune_layers}
     with precision_scope("float32"):
-        whole, _ = vgg16_finetune(shape, 2, **options)
+        whole, _ = vgg16_finetune(shape, 2, weights=None, seed=seed, trainable_layers=finetune_layers)
     online = make_dataset(data.images, data.labels, batch_size=batch_size, shuffle=True, seed=seed,
                           augmentation=make_augmentation(augmentation, seed=seed))
     whole.fit(online.take(1), epochs=1, verbose=0, shuffle=False)  # warm-up: traces the training step
 
-    with precision_scope("auto") as policy:
-        model, used = vgg16_finetune(shape, 2, **options)
-    settings = get_profile("paper", image_size=image_size, finetune_layers=finetune_layers)
-    frozen = FrozenVGG16(model, used, settings, policy, seed=seed, batch_size=batch_size)
-    train_images = augmented_copies(data.images, copies, augmentation, seed=seed)
-    maps = frozen.activations(train_images.reshape(-1, image_size, image_size))
-    cached = CopiesSequence(maps.reshape(n_images, copies, *maps.shape[1:]), data.labels,
-                            batch_size=batch_size, seed=seed)
-    back = chain(model, after=frozen.layer)
-    compile_for(back, 2, make_optimizer("sgd", settings.finetune_learning_rate, momentum=settings.momentum))
-    warm_up = CopiesSequence(maps[:batch_size, None], data.labels[:batch_size], batch_size=batch_size)
+    settings = get_profile("paper", image_size=image_size, finetune_layers=finetune_layers, batch_size=batch_size,
+                           weights="none", precision="auto")
+    frozen = FrozenVGG16(settings, name="vgg16-finetune", seed=seed)
+    policy = frozen.policy
+    cached = frozen.copies_sequence(augmented_copies(data.images, copies, augmentation, seed=seed), data.labels,
+                                    seed=seed)
+    back = frozen.compiled_back(settings)
+    warm_up = CopiesSequence(cached.x[:batch_size], data.labels[:batch_size], batch_size=batch_size)
     back.fit(warm_up, epochs=1, verbose=0)
     back.predict(warm_up, verbose=0)
 

@@ -8,7 +8,7 @@ one out-of-fold score from each model, so that two models can be compared image 
 
 Every fold of one seed trains with that seed: the folds differ in their data only, and the
 augmented copies of an image (and so the cached activations of VGG16's frozen layers,
-:mod:`busutils.features`) are the same in every fold.
+:mod:`busutils.cache`) are the same in every fold.
 """
 
 from __future__ import annotations

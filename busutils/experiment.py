@@ -3,8 +3,8 @@
 The chapters call these steps one at a time, with prose in between; the command line and the
 cross-validation run them in a row (:mod:`busutils.runs` saves them).  Every split is
 group-aware: near-duplicates never straddle training, validation and test.  For the two VGG16
-models the frozen layers run once per image (and per augmented copy), through the cache of
-:mod:`busutils.features`; only the layers that learn run at every epoch.
+models the frozen layers run once per image (and per augmented copy), through
+:class:`busutils.frozen.FrozenVGG16`; only the layers that learn run at every epoch.
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ import numpy as np
 
 from . import __version__
 from .augment import augmented_copies, make_augmentation
+from .cache import image_digests
 from .data import Dataset
 from .evaluate import classification_metrics, evaluate_predictions
-from .features import ActivationStore, image_digests
-from .models import (IMAGENET_BGR_MEAN, MODEL_NAMES, VGG16Preprocess, build_model, chain, classifier_head,
-                     compile_for, count_params, frozen_until, make_optimizer, set_head_weights)
+from .frozen import FrozenVGG16
+from .models import MODEL_NAMES, build_model, count_params
 from .precision import precision_scope
 from .profiles import Profile, as_dict
 from .results import Timer, environment_info
 from .splits import check_disjoint, count_leaks, group_kfold, group_train_test_split
-from .train import CopiesSequence, TrainResult, extract_features, fit, predict_scores, set_seed, to_model_input
+from .train import TrainResult, fit, predict_scores, set_seed
 
 
 @dataclass
@@ -114,10 +114,17 @@ class Trained:
         model's only by the rounding of the cached activations (stored as float16).
         """
         if self.frozen is None:
-            return predict_scores(self.model, images, batch_size=batch_size)
-        back = chain(self.model, after=self.frozen.layer)
-        maps = self.frozen.activations(np.asarray(images)).astype(np.float32)
-        return predict_scores(back, maps, batch_size=batch_size)
+            return predict_scores(self.model, images, batch_size=batch_size, what=self.describe())
+        return self.frozen.predict(images, batch_size=batch_size)
+
+    def describe(self) -> str:
+        """The model, its last training stage and its precision, for messages."""
+        return f"{self.name} (after its {list(self.stages)[-1]} stage, {self.settings.get('precision')})"
+
+    @property
+    def diverged(self) -> dict[str, int]:
+        """The stages that diverged, with the epoch each stopped at (empty when none did)."""
+        return {name: stage.diverged_epoch for name, stage in self.stages.items() if stage.diverged}
 
     @property
     def result(self) -> TrainResult:
@@ -136,81 +143,9 @@ class Trained:
             "parameters": count_params(self.model),
             "stages": {name: stage.summary() for name, stage in self.stages.items()},
             "used": self.settings,
+            "diverged": self.diverged,
             "train_seconds": round(self.seconds, 2),
         }
-
-
-class FrozenVGG16:
-    """The frozen front of a VGG16 model, run once per image through an :class:`ActivationStore`.
-
-    ``activations(images)`` gives the output of the last frozen layer (``layer``);
-    ``pooled(images)`` the classifier's input (the layer ``"features"``: globally averaged
-    outputs of the blocks the profile's ``head_features`` names), computed from the cached
-    activations and cached in turn.
-    """
-
-    def __init__(self, model: keras.Model, weights_used: str, settings: Profile, policy: str, *, seed: int,
-                 batch_size: int = 32):
-        self.layer = frozen_until(settings.finetune_layers)
-        self.front = chain(model, until=self.layer)
-        try:
-            self.pooler = chain(model, after=self.layer, until="features")
-        except ValueError:
-            raise ValueError(f"{model.name}'s features read layers before {self.layer}, the frozen part's cached "
-                             f"output (finetune_layers={settings.finetune_layers!r}): read later blocks "
-                             "(head_features) or fine-tune from an earlier layer") from None
-        self.model, self.weights_used, self.policy, self.batch_size = model, weights_used, policy, batch_size
-        # The keys describe the networks themselves (their layers, weights, input, arithmetic), so that
-        # activations of one network are never served for another.
-        key = {"network": [layer.name for layer in self.front.layers], "weights": weights_used,
-               "image_size": settings.image_size,
-               "preprocessing": f"{VGG16Preprocess.__name__}: RGB->BGR, minus the means {IMAGENET_BGR_MEAN}",
-               "precision": policy}
-        if weights_used.startswith("random"):
-            key["seed"] = seed  # random weights are reproducible only through their seed
-        self.maps = ActivationStore(key, dtype="float16")
-        self.vectors = ActivationStore({**key, "then": [layer.name for layer in self.pooler.layers[1:]]})
-
-    def activations(self, images: np.ndarray) -> np.ndarray:
-        return self.maps.get(images, lambda x: extract_features(self.front, x, batch_size=self.batch_size))
-
-    def pooled(self, images: np.ndarray) -> np.ndarray:
-        return self.vectors.get(images, lambda x: extract_features(self.pooler, self.activations(x),
-                                                                   batch_size=self.batch_size))
-
-
-def frozen_vgg16(settings: Profile, *, seed: int = 0, weights: str | None = None, name: str = "vgg16-transfer",
-                 n_classes: int = 2, **options) -> FrozenVGG16:
-    """VGG16 model ``name`` built as ``settings`` describe it (``.model``, its head untrained), with its frozen front.
-
-    Its ``pooled(images)`` are the features the classifier of chapter 03 reads, cached on disk:
-    what a chapter needs to train small classifiers of its own on them (e.g. the leakage one).
-    ``options`` go to the model's factory (learning rate, optimizer, trainable layers).
-    """
-    shape = (settings.image_size, settings.image_size, 3)
-    with precision_scope(settings.precision) as policy:
-        model, used = build_model(name, shape, n_classes, weights=weights or settings.weights,
-                                  strict=settings.strict_weights, seed=seed, hidden=settings.head_hidden,
-                                  dropout=settings.dropout, l2=settings.head_l2, features=settings.head_features,
-                                  **options)
-    return FrozenVGG16(model, used, settings, policy, seed=seed, batch_size=settings.batch_size)
-
-
-def _train_head(frozen: FrozenVGG16, train_images: np.ndarray, train_labels: np.ndarray, split: Split,
-                settings: Profile, n_classes: int, seed: int, verbose) -> tuple[keras.Model, TrainResult]:
-    """The classifier head trained alone on bottleneck features (the paper's approach 2)."""
-    n, copies = train_images.shape[:2]
-    x_train = frozen.pooled(train_images.reshape(-1, *train_images.shape[2:]))
-    y_train = np.repeat(train_labels, copies)
-    x_val = frozen.pooled(split.val.images)
-    head = classifier_head(x_train.shape[1:], n_classes, hidden=settings.head_hidden, dropout=settings.dropout,
-                           l2=settings.head_l2, seed=seed)
-    head.get_layer("head_norm").adapt(x_train)
-    compile_for(head, n_classes, make_optimizer(settings.baseline_optimizer, settings.head_learning_rate))
-    result = fit(head, (x_train, y_train), (x_val, split.val.labels), epochs=settings.head_epochs,
-                 batch_size=settings.batch_size, patience=settings.patience, restore_best=settings.restore_best,
-                 balance_classes=settings.balance_classes, seed=seed, verbose=verbose)
-    return head, result
 
 
 def train_model(
@@ -222,6 +157,7 @@ def train_model(
     weights: str | None = None,
     verbose: int | str = 2,
     copies_seed: int | None = None,
+    frozen: FrozenVGG16 | None = None,
 ) -> Trained:
     """Train ``name`` ("baseline", "vgg16-transfer" or "vgg16-finetune") on ``split`` with ``settings``.
 
@@ -234,8 +170,12 @@ def train_model(
       (``"online"``, exact and slower).  The classifier alone stays a candidate: if fine-tuning
       never beats it on the validation part, it is kept.
 
-    The augmented copies are drawn with ``copies_seed`` (default: ``seed``): like the paper's
-    one fixed augmented set, the same copies of an image serve every fold of a cross-validation.
+    ``frozen`` is a :class:`busutils.frozen.FrozenVGG16` already built for ``name`` and
+    ``settings`` (e.g. by a chapter that showed it first): that very model is trained.  The
+    augmented copies are drawn with ``copies_seed`` (default: ``seed``): like the paper's one
+    fixed augmented set, the same copies of an image serve every fold of a cross-validation.
+    A stage whose loss stops being finite stops and keeps its last finite candidate; the
+    returned :class:`Trained` says which (``diverged``).
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; use one of {', '.join(MODEL_NAMES)}")
@@ -256,50 +196,43 @@ def train_model(
         used_settings = {"precision": policy, "augmentation": f"{settings.augmentation}, online (per batch)"}
         return Trained(name, model, {"baseline": result}, used, used_settings)
 
-    options = {"learning_rate": settings.head_learning_rate, "optimizer": settings.baseline_optimizer} \
-        if name == "vgg16-transfer" else {
-        "learning_rate": settings.finetune_learning_rate, "momentum": settings.momentum,
-        "trainable_layers": settings.finetune_layers}
-    frozen = frozen_vgg16(settings, seed=seed, weights=weights, name=name, n_classes=n_classes, **options)
-    model, used, policy = frozen.model, frozen.weights_used, frozen.policy
+    if frozen is None:
+        frozen = FrozenVGG16(settings, name=name, n_classes=n_classes, seed=seed, weights=weights)
+    elif frozen.name != name or frozen.n_classes != n_classes:
+        raise ValueError(f"frozen was built for {frozen.name} with {frozen.n_classes} classes, not {name} with "
+                         f"{n_classes}")
     copies = settings.augment_copies if settings.augmentation != "none" else 1
     train_images = augmented_copies(split.train.images, copies, settings.augmentation,
                                     seed=seed if copies_seed is None else copies_seed)
     head_images = train_images if settings.head_augmentation else train_images[:, :1]
-    head, head_result = _train_head(frozen, head_images, split.train.labels, split, settings, n_classes, seed, verbose)
-    set_head_weights(model, head)
-    used_settings = {"precision": policy, "frozen_until": frozen.layer,
+    head_result = frozen.train_head(head_images, split.train.labels, split.val, settings, seed=seed,
+                                    verbose=verbose)
+    used_settings = {"precision": frozen.policy, "frozen_until": frozen.layer,
                      "head_trained_on": f"{head_images.shape[1]} copies of each training image"
                                         + (f" ({settings.augmentation} augmentation, offline)" if head_images.shape[1] > 1 else "")}
     if name == "vgg16-transfer":
-        return Trained(name, model, {"head": head_result}, used, used_settings, frozen)
+        return Trained(name, frozen.model, {"head": head_result}, frozen.weights_used, used_settings, frozen)
 
     if settings.finetune_mode == "cached":
-        back = chain(model, after=frozen.layer)
-        compile_for(back, n_classes, make_optimizer("sgd", settings.finetune_learning_rate, momentum=settings.momentum))
-        n = len(split.train)
-        maps = frozen.activations(train_images.reshape(-1, *train_images.shape[2:]))
-        train_data = CopiesSequence(maps.reshape(n, copies, *maps.shape[1:]), split.train.labels,
-                                    batch_size=settings.batch_size, seed=seed)
-        val_data = (frozen.activations(split.val.images).astype(np.float32), split.val.labels)
-        result = fit(back, train_data, val_data, epochs=settings.finetune_epochs, batch_size=settings.batch_size,
-                     keep_initial=True, reduce_lr_patience=settings.reduce_lr_patience, **common)
+        result = frozen.finetune(train_images, split.train.labels, split.val, settings, seed=seed, verbose=verbose)
         used_settings["finetune_trained_on"] = (f"cached {frozen.layer} activations of {copies} copies of each "
                                                 "training image, one copy per epoch")
     elif settings.finetune_mode == "online":
-        result = fit(model, (split.train.images, split.train.labels), (split.val.images, split.val.labels),
+        result = fit(frozen.model, (split.train.images, split.train.labels), (split.val.images, split.val.labels),
                      epochs=settings.finetune_epochs, batch_size=settings.batch_size,
                      augmentation=make_augmentation(settings.augmentation, seed=seed), keep_initial=True,
                      reduce_lr_patience=settings.reduce_lr_patience, **common)
         used_settings["finetune_trained_on"] = f"images through the whole network, {settings.augmentation} augmentation online"
     else:
         raise ValueError(f"finetune_mode={settings.finetune_mode!r}: use 'cached' or 'online'")
-    return Trained(name, model, {"head": head_result, "finetune": result}, used, used_settings, frozen)
+    return Trained(name, frozen.model, {"head": head_result, "finetune": result}, frozen.weights_used,
+                   used_settings, frozen)
 
 
-def evaluate_model(model: keras.Model, dataset: Dataset, *, n_boot: int = 1000, seed: int = 0, batch_size: int = 32) -> dict:
+def evaluate_model(model: keras.Model, dataset: Dataset, *, n_boot: int = 1000, seed: int = 0, batch_size: int = 32,
+                   what: str | None = None) -> dict:
     """Metrics of ``model`` on ``dataset`` with 95% bootstrap CIs (resampling duplicate groups)."""
-    scores = predict_scores(model, dataset.images, batch_size=batch_size)
+    scores = predict_scores(model, dataset.images, batch_size=batch_size, what=what)
     out = evaluate_predictions(dataset.labels, scores, list(dataset.class_names), n_boot=n_boot, seed=seed,
                                groups=dataset.groups)
     out["scores"] = np.asarray(scores).tolist()
@@ -354,7 +287,8 @@ def make_results(
     with Timer("evaluate", into=timings):
         # Test scores from the whole model, exactly as a reader's saved model gives them; training and
         # validation scores (for the train-test gap and for choosing thresholds) may read the cache.
-        test = evaluate_model(trained.model, split.test, n_boot=settings.n_boot, seed=seed, batch_size=settings.batch_size)
+        test = evaluate_model(trained.model, split.test, n_boot=settings.n_boot, seed=seed,
+                              batch_size=settings.batch_size, what=trained.describe())
         train_scores = trained.predict(split.train.images, batch_size=settings.batch_size)
         train_metrics = classification_metrics(split.train.labels, train_scores, list(dataset.class_names))
         val_scores = trained.predict(split.val.images, batch_size=settings.batch_size)
@@ -413,7 +347,8 @@ def cross_validate(
         with Timer() as timer:
             trained = train_model(name, split, settings, seed=seed + k, weights=weights, verbose=verbose,
                                   copies_seed=seed)
-        fold_scores = predict_scores(trained.model, split.test.images, batch_size=settings.batch_size)
+        fold_scores = predict_scores(trained.model, split.test.images, batch_size=settings.batch_size,
+                                     what=trained.describe())
         metrics = classification_metrics(split.test.labels, fold_scores, list(dataset.class_names))
         per_fold.append({"fold": k, "n_test": len(test), "weights": trained.weights_used,
                          "train_seconds": round(timer.elapsed, 2),

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from scipy import ndimage
 
 from busutils.plots import _display_range
+from busutils.precision import to_float32
 
 __all__ = [
     "confident_examples",
@@ -33,6 +34,7 @@ __all__ = [
     "last_conv_layer",
     "mask_shortcuts",
     "mass_on_mask",
+    "output_layer",
     "overlay",
     "overlay_grid",
     "shortcut_mask",
@@ -116,14 +118,25 @@ def _class_indices(class_index: Any, n: int, units: int) -> np.ndarray | None:
     return index
 
 
+def output_layer(model: keras.Model) -> keras.layers.Layer:
+    """The layer that makes ``model``'s output, looked for inside nested models too.
+
+    In the book's VGG16 models the last layer is the classifier, itself a model, whose last
+    layer is the sigmoid (or softmax) output.
+    """
+    last = model.layers[-1]
+    return output_layer(last) if isinstance(last, keras.Model) else last
+
+
 @contextmanager
 def _before_activation(model: keras.Model):
     """While in the block, the model's output layer gives its scores before its sigmoid or softmax.
 
-    The same trick as the keras-io Grad-CAM example (the last layer's activation removed);
-    the layer gets its activation back on leaving, whatever happens.
+    The same trick as the keras-io Grad-CAM example (the last layer's activation removed),
+    applied to the layer that really makes the output (:func:`output_layer`, nested models
+    included); the layer gets its activation back on leaving, whatever happens.
     """
-    last = model.layers[-1]
+    last = output_layer(model)
     activation = getattr(last, "activation", None)
     if activation not in (keras.activations.sigmoid, keras.activations.softmax):
         yield
@@ -140,8 +153,9 @@ def _tensorflow_gradients(conv_and_pred: keras.Model, x: np.ndarray, class_index
 
     with tf.GradientTape() as tape:
         conv, pred = conv_and_pred(x, training=False)
-        score = tf.reduce_sum(pred * _selector(pred.numpy(), class_index))
-    return conv.numpy(), tape.gradient(score, conv).numpy()
+        pred = tf.cast(pred, tf.float32)
+        score = tf.reduce_sum(pred * _selector(to_float32(pred), class_index))
+    return to_float32(conv), to_float32(tape.gradient(score, conv))
 
 
 def _jax_gradients(conv_and_pred: keras.Model, back: keras.Model, x: np.ndarray, class_index: np.ndarray | None):
@@ -149,15 +163,15 @@ def _jax_gradients(conv_and_pred: keras.Model, back: keras.Model, x: np.ndarray,
     import jax.numpy as jnp
 
     conv, pred = conv_and_pred(x, training=False)
-    selector = _selector(np.asarray(pred), class_index)
+    selector = _selector(to_float32(pred), class_index)
     trainable = [v.value for v in back.trainable_variables]
     frozen = [v.value for v in back.non_trainable_variables]
 
     def score(a):
         out, _ = back.stateless_call(trainable, frozen, a, training=False)
-        return jnp.sum(out * selector)
+        return jnp.sum(out.astype(jnp.float32) * selector)
 
-    return np.asarray(conv), np.asarray(jax.grad(score)(conv))
+    return to_float32(conv), to_float32(jax.grad(score)(conv))
 
 
 def grad_cam(
@@ -169,12 +183,14 @@ def grad_cam(
     ``images`` is ``(n, H, W, C)`` as the model takes them.  ``layer`` defaults to
     :func:`last_conv_layer`.  The score explained is taken before the output's sigmoid or
     softmax, as Selvaraju et al. do: a probability saturated at 0 or 1 has no gradient and
-    would leave a blank map.  For a one-unit sigmoid model it is the logit of class 1
+    would leave a blank map (the output layer is found inside nested models too, such as the
+    VGG16 models' classifier).  For a one-unit sigmoid model it is the logit of class 1
     (malignant), or its negative with ``class_index=0``; for a softmax model the logit of
-    ``class_index`` (default: each image's predicted class).  ``class_index`` may also give one class per image, e.g. each
-    image's predicted class for a sigmoid model, ``scores >= 0.5``.  Maps are divided by
-    their maximum (all zero when nothing raised the score).  Images go through the model
-    ``batch_size`` at a time.  TensorFlow and JAX backends.
+    ``class_index`` (default: each image's predicted class).  ``class_index`` may also give one
+    class per image, e.g. each image's predicted class for a sigmoid model, ``scores >= 0.5``.
+    Maps are divided by their maximum (all zero when nothing raised the score).  Whatever
+    precision the model computes in, maps and gradients are combined in float32.  Images go
+    through the model ``batch_size`` at a time.  TensorFlow and JAX backends.
     """
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"model must have one input and one output; {model.name!r} has "
@@ -209,7 +225,7 @@ def grad_cam(
             weights = grads.mean(axis=(1, 2))  # alpha_k: one weight per feature map
             maps.append(np.maximum(np.einsum("nhwk,nk->nhw", conv, weights), 0.0))
     cams = np.concatenate(maps)[..., None]
-    cams = keras.ops.convert_to_numpy(keras.ops.image.resize(cams, x.shape[1:3], interpolation="bilinear"))[..., 0]
+    cams = to_float32(keras.ops.image.resize(cams, x.shape[1:3], interpolation="bilinear"))[..., 0]
     peak = cams.max(axis=(1, 2), keepdims=True)
     return np.where(peak > 0, cams / np.where(peak > 0, peak, 1.0), 0.0).astype("float32")
 

@@ -43,7 +43,9 @@ __all__ = [
     "chain",
     "classifier_head",
     "compile_for",
+    "computes_in_float16",
     "count_params",
+    "fit_standardisation",
     "finetune_layer_names",
     "feature_layers",
     "frozen_until",
@@ -144,10 +146,16 @@ def _output_layer(n_classes: int, seed: int | None, name: str = "output", l2: fl
 
 
 def _reinitialise(model: keras.Model, seed: int) -> None:
-    """Reproducible Glorot-uniform kernels and zero biases for every Conv2D layer."""
+    """Reproducible He-normal kernels and zero biases for every Conv2D layer.
+
+    He-normal, not Keras' default Glorot-uniform: VGG16 has no normalisation layers, and under
+    Glorot's variance each ReLU layer halves the signal's, so that after 13 layers the features of
+    a random VGG16 are tiny, many of them dead, and fine-tuning them explodes.  He et al. (2015)
+    derived their variance for exactly such plain ReLU networks: the signal keeps its scale.
+    """
     convs = [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
     for i, layer in enumerate(convs):
-        init = keras.initializers.GlorotUniform(seed=seed + i)
+        init = keras.initializers.HeNormal(seed=seed + i)
         layer.kernel.assign(init(tuple(layer.kernel.shape)))
         layer.bias.assign(ops.zeros(tuple(layer.bias.shape)))
 
@@ -174,7 +182,12 @@ def set_head_weights(model: keras.Model, head_weights) -> None:
 
 
 def make_optimizer(name: str, learning_rate: float, **options) -> keras.optimizers.Optimizer:
-    """A Keras optimizer by name (``"adam"``, ``"sgd"``, ...) with the given learning rate."""
+    """A Keras optimizer by name (``"adam"``, ``"sgd"``, ...) with the given learning rate.
+
+    ``options`` go to the optimizer (e.g. ``momentum``, ``global_clipnorm``); ``None`` values
+    are left out.
+    """
+    options = {key: value for key, value in options.items() if value is not None}
     try:
         kind = type(keras.optimizers.get(name))
     except ValueError:
@@ -187,7 +200,8 @@ def compile_for(model: keras.Model, n_classes: int, optimizer) -> keras.Model:
 
     Binary (``n_classes == 2``): one sigmoid unit, binary cross-entropy, accuracy and ROC
     AUC (``"auc"``), labels 0/1.  Multiclass: softmax, sparse categorical cross-entropy and
-    accuracy, integer labels.  ``optimizer`` is a Keras optimizer or its name.
+    accuracy, integer labels.  ``optimizer`` is a Keras optimizer or its name; it is wrapped in
+    a ``LossScaleOptimizer`` when the model computes in float16 (:func:`computes_in_float16`).
     """
     units = 1 if n_classes == 2 else n_classes
     out_units = model.outputs[0].shape[-1]
@@ -202,8 +216,27 @@ def compile_for(model: keras.Model, n_classes: int, optimizer) -> keras.Model:
     else:
         loss = "sparse_categorical_crossentropy"
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    model.compile(optimizer=keras.optimizers.get(optimizer), loss=loss, metrics=metrics)
+    optimizer = keras.optimizers.get(optimizer)
+    if computes_in_float16(model) and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     return model
+
+
+def computes_in_float16(model: keras.Model) -> bool:
+    """True when a trainable layer of ``model`` (nested models included) computes in float16.
+
+    Such a model needs its loss scaled while it trains (``LossScaleOptimizer``), or its small
+    gradients underflow to zero; Keras adds the scaling by itself only when the *model's* own
+    policy is ``mixed_float16``, which a model cut from a bigger one need not have.
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            if computes_in_float16(layer):
+                return True
+        elif layer.trainable_weights and layer.compute_dtype == "float16":
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------- baseline
@@ -320,20 +353,42 @@ def classifier_head(
     if hidden < 0:
         raise ValueError(f"hidden must be >= 0, got {hidden}")
     inputs = keras.Input(shape=shape, name=f"{name}_features")
-    x = layers.GlobalAveragePooling2D(name=f"{name}_gap")(inputs) if len(shape) == 3 else inputs
-    x = layers.Normalization(name=f"{name}_norm")(x)
+    x = layers.GlobalAveragePooling2D(dtype="float32", name=f"{name}_gap")(inputs) if len(shape) == 3 else inputs
+    x = layers.Normalization(dtype="float32", name=f"{name}_norm")(x)
     if hidden:
         x = layers.Dense(
             hidden,
             activation="relu",
             kernel_initializer=keras.initializers.HeNormal(seed=_seed(seed, 0)),
             kernel_regularizer=_regulariser(l2),
+            dtype="float32",
             name=f"{name}_dense",
         )(x)
-    x = layers.Dropout(dropout, seed=_seed(seed, 1), name=f"{name}_dropout")(x)
+    x = layers.Dropout(dropout, seed=_seed(seed, 1), dtype="float32", name=f"{name}_dropout")(x)
     # A linear classifier carries the weight decay on its output layer.
     outputs = _output_layer(n_classes, _seed(seed, 2), name=f"{name}_output", l2=0.0 if hidden else l2)(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+#: Features are divided by at least this fraction of their median standard deviation.
+STANDARDISATION_FLOOR = 0.1
+
+
+def fit_standardisation(head: keras.Model, features: np.ndarray, *, floor: float = STANDARDISATION_FLOOR) -> None:
+    """Set the head's standardisation to the mean and variance of the training ``features``.
+
+    Each feature is divided by its standard deviation, but never by less than ``floor`` times
+    the median one: a feature that barely varies on the training images (a ReLU channel of VGG16
+    that ultrasound rarely wakes) carries nothing to learn from, and dividing by its tiny spread
+    would blow its first non-zero value on a new image up a thousandfold, and with it the
+    gradients that fine-tuning sends back into VGG16.
+    """
+    norm = head.get_layer(f"{head.name}_norm")
+    norm.adapt(np.asarray(features, dtype=np.float32))
+    variance = keras.ops.convert_to_numpy(norm.adapt_variance)
+    least = (floor * np.median(np.sqrt(variance))) ** 2
+    norm.adapt_variance.assign(np.maximum(variance, least).astype(variance.dtype))
+    norm.finalize_state()
 
 
 def finetune_layer_names(layers_to_train: str | Sequence[str]) -> tuple[str, ...]:
@@ -437,6 +492,7 @@ def vgg16_finetune(
     strict: bool = True,
     learning_rate: float = 1e-4,
     momentum: float = 0.9,
+    clipnorm: float | None = None,
     hidden: int = 256,
     dropout: float = 0.5,
     l2: float = 1e-4,
@@ -453,7 +509,7 @@ def vgg16_finetune(
     ``head_weights`` (a trained head model, a ``.weights.h5`` file of one, or its list of
     arrays) initialises the head: train the head on bottleneck features first, so that
     fine-tuning does not start from a random head whose large gradients would wreck the
-    pre-trained layers.
+    pre-trained layers.  ``clipnorm`` caps the norm of every step's gradients (``None``: no cap).
     """
     built = _vgg16_with_head(
         "vgg16_finetune", input_shape, n_classes, weights=weights, strict=strict, hidden=hidden,
@@ -461,7 +517,8 @@ def vgg16_finetune(
     )
     if head_weights is not None:
         set_head_weights(built.model, head_weights)
-    compile_for(built.model, n_classes, make_optimizer("sgd", learning_rate, momentum=momentum))
+    compile_for(built.model, n_classes, make_optimizer("sgd", learning_rate, momentum=momentum,
+                                                       global_clipnorm=clipnorm))
     return built
 
 

@@ -215,6 +215,12 @@ SETTINGS: dict[str, Statement] = {
         "Not given. The paper names 'stochastic gradient descent (SGD)' (III.C) without momentum; 0.9 comes "
         "from " + _CHOLLET + ".",
     ),
+    "finetune_clipnorm": Statement(
+        None, None,
+        "Not given. The book's guard: SGD's steps are capped at a gradient norm of 10, above what "
+        "fine-tuning the ImageNet weights needs on nine steps in ten, so that a rare spike, or "
+        "random weights, cannot blow the unfrozen layers up.",
+    ),
     "finetune_mode": Statement(
         "derived from the saved features of the VGG16 pre-trained CNN model", "III",
         "Suggests the classifier was first trained on saved VGG16 features, as in " + _CHOLLET + "; how the "

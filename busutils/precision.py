@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import keras
+import numpy as np
 
-__all__ = ["ENV_VAR", "PRECISIONS", "choose_precision", "precision_from_environment", "cpu_flags", "cpu_name", "gpu_compute_capabilities", "precision_scope"]
+__all__ = ["ENV_VAR", "PRECISIONS", "choose_precision", "precision_from_environment", "to_float32", "cpu_flags", "cpu_name", "gpu_compute_capabilities", "precision_scope"]
 
 #: Values a profile's ``precision`` setting may take.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
@@ -118,3 +119,16 @@ def precision_scope(setting: str = "auto") -> Iterator[str]:
         yield policy
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def to_float32(values) -> np.ndarray:
+    """``values`` (a Keras tensor or an array of any float type) as a float32 NumPy array.
+
+    The one door from Keras to NumPy: under a mixed policy, layers return bfloat16 or float16
+    tensors, which NumPy cannot multiply, sum exactly or pass to scikit-learn; everything the
+    book computes on a network's outputs (features, scores, Grad-CAM maps, cached activations)
+    goes through here first.
+    """
+    if not isinstance(values, np.ndarray):
+        values = np.asarray(keras.ops.convert_to_numpy(values))
+    return values.astype(np.float32, copy=False)

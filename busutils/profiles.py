@@ -1,5 +1,8 @@
 """Settings profiles: ``quick`` for a laptop CPU and CI, ``paper`` for the paper's settings.
 
+A third, ``smoke``, is for the tests alone: tiny images, one or two epochs, few copies, random
+weights, so that executing a chapter proves its code runs, in seconds; its numbers mean nothing.
+
 This module is the one place where profiles live: the chapters (through their ``profile``
 parameter), the command line (``--profile``), the benchmarks and the tests all read them from
 here, and the appendix "The paper and this book, side by side" renders them next to what the
@@ -49,6 +52,7 @@ class Profile:
     finetune_epochs: int
     finetune_learning_rate: float  # SGD
     momentum: float  # SGD momentum
+    finetune_clipnorm: float | None  # cap on the norm of each fine-tuning step's gradients (None: no cap)
     finetune_mode: str  # "cached": frozen layers run once per copy; "online": the whole network every batch
     # weights and arithmetic
     weights: str  # "imagenet" (from $VGG16_WEIGHTS or Keras), a file, or "none"
@@ -89,6 +93,7 @@ PROFILES: dict[str, Profile] = {
         finetune_epochs=50,
         finetune_learning_rate=1e-4,
         momentum=0.9,
+        finetune_clipnorm=10.0,
         finetune_mode="cached",
         weights="imagenet",
         strict_weights=True,
@@ -125,6 +130,7 @@ PROFILES: dict[str, Profile] = {
         finetune_epochs=10,
         finetune_learning_rate=1e-3,
         momentum=0.9,
+        finetune_clipnorm=10.0,
         finetune_mode="cached",
         weights="imagenet",
         strict_weights=False,
@@ -134,7 +140,47 @@ PROFILES: dict[str, Profile] = {
         phantom_n=400,
         chapter_timeout=1800,
     ),
+    "smoke": Profile(
+        name="smoke",
+        image_size=32,
+        test_size=0.3,
+        val_size=0.2,
+        balance_classes=True,
+        batch_size=16,
+        augmentation="light",
+        augment_copies=2,
+        baseline_epochs=2,
+        baseline_learning_rate=1e-3,
+        baseline_optimizer="adam",
+        dropout=0.5,
+        l2=1e-4,
+        patience=None,
+        restore_best=True,
+        reduce_lr_patience=0,
+        head_epochs=2,
+        head_learning_rate=1e-3,
+        head_features="block4+block5",
+        head_hidden=8,
+        head_l2=1e-2,
+        head_augmentation=True,
+        finetune_layers="block5",
+        finetune_epochs=1,
+        finetune_learning_rate=1e-3,
+        momentum=0.9,
+        finetune_clipnorm=10.0,
+        finetune_mode="cached",
+        weights="none",
+        strict_weights=False,
+        precision="auto",
+        n_boot=50,
+        folds=2,
+        phantom_n=72,
+        chapter_timeout=900,
+    ),
 }
+
+#: The profiles the book itself runs and shows (``smoke`` is the tests' own).
+BOOK_PROFILES = ("quick", "paper")
 
 #: ``get_profile(name, epochs=N)`` sets the maximum epochs of every training stage to N.
 EPOCH_FIELDS = ("baseline_epochs", "head_epochs", "finetune_epochs")

@@ -23,7 +23,7 @@ from .data import Dataset, load_dataset
 from .duplicates import MAX_DISTANCE
 from .evaluate import metrics_table
 from .experiment import cross_validate, data_summary, evaluate_model, run_experiment
-from .features import image_digests
+from .cache import image_digests
 from .models import MODEL_NAMES
 from .profiles import Profile, as_dict, get_profile
 from .results import environment_info, read_json, write_json_atomic
@@ -194,7 +194,8 @@ def load_or_train(name: str, dataset: Dataset, settings: Profile, *, results_dir
 
 
 def run_label(results: dict, where: str = "this run") -> str:
-    """A table row name for a run: ``"<model> (<where>)"``, flagged when VGG16 was not pre-trained on ImageNet."""
+    """A table row name for a run: ``"<model> (<where>)"``, flagged when VGG16 was not pre-trained on
+    ImageNet, when test images leak, and when a stage of its training diverged."""
     weights = str(results.get("weights", ""))
     flags = []
     if results["model"] != "baseline" and not weights.startswith("imagenet"):
@@ -202,6 +203,8 @@ def run_label(results: dict, where: str = "this run") -> str:
     leaks = results.get("data", {}).get("test_leaks", 0)
     if leaks:
         flags.append(f"{leaks} test images leak")
+    diverged = results.get("training", {}).get("diverged") or {}
+    flags += [f"DIVERGED in {stage} at epoch {epoch}" for stage, epoch in diverged.items()]
     return f"{results['model']} ({', '.join([where] + flags)})"
 
 

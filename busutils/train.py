@@ -18,6 +18,8 @@ import keras
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
+from .precision import to_float32
+
 
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and the Keras backend, and ask TensorFlow for deterministic ops.
@@ -91,46 +93,14 @@ def make_dataset(
     return data.prefetch(tf.data.AUTOTUNE)
 
 
-class CopiesSequence(keras.utils.PyDataset):
-    """Training batches from ``copies`` of every item: each epoch shows one copy of each.
-
-    ``x`` has shape ``(n, k, ...)`` -- e.g. cached VGG16 activations of ``k`` augmented copies
-    of ``n`` training images.  Epoch ``e`` takes copy ``(offset_i + e) mod k`` of item ``i``
-    (random offsets, fixed by ``seed``), so every copy is used in turn, in a fresh order.
-    """
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int = 0):
-        super().__init__()
-        if len(x) != len(y) or x.ndim < 2:
-            raise ValueError(f"x must have shape (n, copies, ...) with n = len(y); got {x.shape} for {len(y)} labels")
-        self.x, self.labels, self.batch_size = x, np.asarray(y), batch_size
-        self.rng = np.random.default_rng(seed)
-        self.offsets = self.rng.integers(x.shape[1], size=len(y))
-        self.epoch = 0
-        self._shuffle()
-
-    def _shuffle(self) -> None:
-        self.order = self.rng.permutation(len(self.labels))
-        self.copy = (self.offsets + self.epoch) % self.x.shape[1]
-
-    def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
-
-    def __getitem__(self, index: int):
-        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-        return self.x[rows, self.copy[rows]].astype(np.float32), self.labels[rows]
-
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self._shuffle()
-
-
 @dataclass
 class TrainResult:
     """What a training run produced: per-epoch history, the epoch kept, how long it took.
 
-    ``best_epoch`` is 1-based; 0 means that no epoch beat the model as it was before training
-    (see ``keep_initial`` in :func:`fit`), which was therefore kept.
+    ``best_epoch`` is 1-based; 0 means that the model as it was before training was kept: no
+    epoch beat it (see ``keep_initial`` in :func:`fit`), or training diverged before any epoch
+    ended with finite losses.  ``diverged_epoch`` is the epoch whose loss stopped being finite
+    (training stopped there), ``None`` when training never diverged.
     """
 
     history: dict[str, list[float]]
@@ -140,16 +110,68 @@ class TrainResult:
     max_epochs: int
     class_weight: dict[int, float] | None = None
     initial_score: float | None = None  # validation score before training, when it was a candidate
+    diverged_epoch: int | None = None
     epochs_run: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.epochs_run = len(next(iter(self.history.values()), []))
 
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_epoch is not None
+
+    def describe(self) -> str:
+        """One sentence for a chapter: the epoch kept out of those run, and a divergence if any."""
+        kept = (f"best epoch {self.best_epoch} of {self.epochs_run}" if self.best_epoch
+                else f"the model as it was before these {self.epochs_run} epoch(s) kept")
+        if self.diverged:
+            kept += (f"; DIVERGED at epoch {self.diverged_epoch} (a loss that is not finite): training stopped "
+                     "there and the last finite candidate was kept")
+        return kept
+
     def summary(self) -> dict:
         """The facts a results file records about this stage."""
         return {"max_epochs": self.max_epochs, "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
                 "monitor": self.monitor, "initial_score": self.initial_score, "class_weight": self.class_weight,
+                "diverged": self.diverged, "diverged_epoch": self.diverged_epoch,
                 "seconds": round(self.seconds, 2), "history": self.history}
+
+
+def _finite(value) -> bool:
+    return value is None or bool(np.isfinite(value))
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training at the first loss that is not finite (training or validation) and remembers the epoch.
+
+    Keras' ``TerminateOnNaN`` watches the training loss only; a run can also diverge into
+    validation losses of NaN.  Listed before the other callbacks, this one marks the diverged
+    epoch's ``monitor`` as NaN, so that early stopping and the learning-rate schedule never take
+    that epoch for progress; it also keeps the weights of the last epoch that ended finite.
+    """
+
+    def __init__(self, monitor: str):
+        super().__init__()
+        self.monitor = monitor
+
+    def on_train_begin(self, logs=None) -> None:
+        self.epoch, self.last_finite, self._in_batch = None, None, False
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        if not _finite((logs or {}).get("loss")):
+            self._in_batch = True
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        logs = logs if logs is not None else {}
+        if self.epoch is not None:
+            return
+        if self._in_batch or not all(_finite(logs.get(key)) for key in ("loss", "val_loss", self.monitor)):
+            self.epoch = epoch + 1
+            logs[self.monitor] = float("nan")
+            self.model.stop_training = True
+        else:
+            self.last_finite = self.model.get_weights()
 
 
 def _monitor_for(model: keras.Model) -> tuple[str, str]:
@@ -183,14 +205,17 @@ def fit(
     seed: int = 0,
     verbose: int | str = 2,
 ) -> TrainResult:
-    """Train ``model`` and keep its best validation epoch.
+    """Train ``model`` and keep its best validation epoch; stop, and keep a finite model, if it diverges.
 
     ``train`` is ``(x, y)`` arrays (shuffled each epoch, ``augmentation`` applied to its batches)
-    or a :class:`CopiesSequence`.  The model is selected on ``val`` only: validation AUC for
-    binary tasks, validation loss otherwise (or ``monitor``).  ``patience``: stop after that many
-    epochs without progress (``None``: run every epoch).  ``restore_best``: end with the weights
-    of the best epoch, else of the last.  ``keep_initial``: the model as it was before training
-    is a candidate too (fine-tuning must not report a model worse than its starting point).
+    or a batch source such as :class:`busutils.frozen.CopiesSequence`.  The model is selected on
+    ``val`` only: validation AUC for binary tasks, validation loss otherwise (or ``monitor``).
+    ``patience``: stop after that many epochs without progress (``None``: run every epoch).
+    ``restore_best``: end with the weights of the best epoch, else of the last.
+    ``keep_initial``: the model as it was before training is a candidate too (fine-tuning must
+    not report a model worse than its starting point).  A loss that stops being finite ends
+    training (:class:`StopOnDivergence`): the model then keeps the best (or last) epoch before
+    it, or its weights from before training when none ended finite, and the result says so.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -207,11 +232,12 @@ def fit(
     else:
         mode = "min" if monitor.endswith("loss") else "max"
     val_data = _batches(val, batch_size)
-    initial_score, initial_weights = None, None
+    initial_score, initial_weights = None, model.get_weights()
     if keep_initial:
         scores = model.evaluate(val_data, verbose=0, return_dict=True)
-        initial_score, initial_weights = float(scores[monitor.removeprefix("val_")]), model.get_weights()
-    callbacks = [keras.callbacks.EarlyStopping(
+        initial_score = float(scores[monitor.removeprefix("val_")])
+    guard = StopOnDivergence(monitor)
+    callbacks = [guard, keras.callbacks.EarlyStopping(
         monitor=monitor, mode=mode, patience=epochs if patience is None else patience,
         restore_best_weights=restore_best)]
     if reduce_lr_patience:
@@ -221,12 +247,23 @@ def fit(
     history = model.fit(train_data, validation_data=val_data, epochs=epochs, class_weight=weights,
                         callbacks=callbacks, shuffle=False, verbose=verbose).history
     scores = np.asarray(history[monitor], dtype=float)
-    best = int(np.nanargmax(scores) if mode == "max" else np.nanargmin(scores)) + 1 if restore_best else len(scores)
-    if initial_score is not None:
+    finite = np.flatnonzero(np.isfinite(scores))
+    if guard.epoch is not None:
+        finite = finite[finite < guard.epoch - 1]
+    if not len(finite):  # nothing to keep but the model from before training
+        best = 0
+    elif restore_best:
+        best = int(finite[np.argmax(scores[finite]) if mode == "max" else np.argmin(scores[finite])]) + 1
+    else:
+        best = int(finite[-1]) + 1
+        if guard.epoch is not None:
+            model.set_weights(guard.last_finite)
+    if best and initial_score is not None:
         chosen = scores[best - 1]
         if (mode == "max" and not chosen > initial_score) or (mode == "min" and not chosen < initial_score):
-            model.set_weights(initial_weights)
             best = 0
+    if best == 0:
+        model.set_weights(initial_weights)
     return TrainResult(
         history={k: [float(v) for v in vals] for k, vals in history.items()},
         best_epoch=best,
@@ -235,27 +272,44 @@ def fit(
         max_epochs=epochs,
         class_weight=weights,
         initial_score=initial_score,
+        diverged_epoch=guard.epoch,
     )
 
 
-def predict_scores(model: keras.Model, x: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
-    """Predicted probabilities: shape ``(n,)`` (malignant) for binary models, ``(n, k)`` otherwise."""
+def predict_scores(model: keras.Model, x: np.ndarray, *, batch_size: int = 32, what: str | None = None) -> np.ndarray:
+    """Predicted probabilities: shape ``(n,)`` (malignant) for binary models, ``(n, k)`` otherwise.
+
+    Never NaN: scores that are not finite (a diverged model, an overflow in low precision) raise
+    an error naming ``what`` (default: the model's name and the precision it computes in).
+    """
     scores = extract_features(model, x, batch_size=batch_size).astype(np.float64)
+    bad = ~np.isfinite(scores).all(axis=tuple(range(1, scores.ndim)))
+    if bad.any():
+        what = what or f"{model.name} ({model.dtype_policy.name})"
+        raise ValueError(f"{what} gave scores that are not finite for {int(bad.sum())} of {len(bad)} images: "
+                         "its training diverged or its arithmetic overflowed; retrain it (e.g. in float32 with "
+                         "BUSUTILS_PRECISION=float32, or a smaller learning rate)")
     return scores[:, 0] if scores.shape[-1] == 1 else scores
 
 
-def extract_features(extractor: keras.Model, x: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
-    """Run a frozen part of a network once over ``x`` (float32 results, whatever the precision).
+def extract_features(extractor: keras.Model, x: np.ndarray, *, batch_size: int = 32, dtype=np.float32) -> np.ndarray:
+    """Run a frozen part of a network once over ``x``; results in ``dtype`` (float32 by default),
+    whatever the precision the network computes in.
 
     ``x`` may be greyscale ``uint8`` images ``(n, h, w)``, converted batch by batch (so that
-    thousands of images never sit in memory as float32).  Runs eagerly, batch by batch: the
-    convolutions dominate, and no graph is traced for a model that runs once.
+    thousands of images never sit in memory as float32), or arrays of any float type.  Results
+    are written batch by batch into one array.  Runs eagerly: the convolutions dominate, and no
+    graph is traced for a model that runs once.
     """
     x = np.asarray(x)
-    prepare = to_model_input if x.ndim == 3 else (lambda batch: batch.astype(np.float32))
-    batches = [keras.ops.convert_to_numpy(extractor(prepare(x[i:i + batch_size]), training=False))
-               for i in range(0, len(x), batch_size)]
-    return np.concatenate(batches).astype(np.float32) if batches else np.zeros((0,), np.float32)
+    prepare = to_model_input if x.ndim == 3 else to_float32
+    out = None
+    for start in range(0, len(x), batch_size):
+        batch = to_float32(extractor(prepare(x[start:start + batch_size]), training=False))
+        if out is None:
+            out = np.empty((len(x), *batch.shape[1:]), dtype=dtype)
+        out[start:start + len(batch)] = batch
+    return out if out is not None else np.zeros((0,), dtype=dtype)
 
 
 def save_model_atomic(model: keras.Model, path: str | Path) -> Path:

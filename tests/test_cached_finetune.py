@@ -9,9 +9,10 @@ import pytest
 
 from busutils import experiment
 from busutils.data import phantom_dataset
-from busutils.experiment import FrozenVGG16, split_dataset, train_model
-from busutils.features import image_digests
-from busutils.models import BLOCK5, build_model, chain
+from busutils.cache import image_digests
+from busutils.experiment import split_dataset, train_model
+from busutils.frozen import FrozenVGG16
+from busutils.models import BLOCK5, chain
 from busutils.profiles import get_profile
 from busutils.train import to_model_input
 
@@ -36,7 +37,9 @@ def block5_gradients(model: keras.Model, forward, inputs, labels) -> list[np.nda
 def test_cached_and_uncached_fine_tuning_give_the_same_block5_gradients(batch, monkeypatch, tmp_path):
     monkeypatch.setenv("BUSUTILS_CACHE", str(tmp_path))
     images, labels = batch
-    model, used = build_model("vgg16-finetune", (32, 32, 3), 2, weights="none", seed=0)
+    frozen = FrozenVGG16(get_profile("quick", image_size=32, finetune_layers="block5", weights="none",
+                                     precision="float32"), name="vgg16-finetune", seed=0)
+    model = frozen.model
     front, back = chain(model, until="block4_pool"), chain(model, after="block4_pool")
     whole = block5_gradients(model, model, to_model_input(images), labels)
     assert all(np.abs(g).max() > 0 for g in whole)  # a real gradient, not a saturated output
@@ -45,8 +48,6 @@ def test_cached_and_uncached_fine_tuning_give_the_same_block5_gradients(batch, m
     for exact, cached in zip(whole, block5_gradients(model, back, maps, labels)):
         np.testing.assert_allclose(cached, exact, rtol=1e-5, atol=1e-7 * np.abs(exact).max())
 
-    frozen = FrozenVGG16(model, used, get_profile("quick", image_size=32, finetune_layers="block5"), "float32",
-                         seed=0)
     stored = frozen.activations(images)  # through the cache's float16 storage
     assert stored.dtype == np.float16 and frozen.layer == "block4_pool"
     for exact, cached in zip(whole, block5_gradients(model, back, stored.astype(np.float32), labels)):

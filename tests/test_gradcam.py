@@ -335,3 +335,32 @@ def test_overlay_grid_draws_one_titled_panel_per_image():
         overlay_grid(images, heat, ["a"], title="x")
     with pytest.raises(ValueError, match="images is empty"):
         overlay_grid([], [], [], title="x")
+
+
+def test_a_vgg16_model_whose_probability_saturates_is_explained_by_its_logit():
+    """In the VGG16 models the sigmoid sits in the nested classifier: its logit is still explained."""
+    from busutils.gradcam import output_layer
+
+    model = vgg16_transfer((32, 32, 3), weights=None, seed=0).model
+    out = output_layer(model)
+    assert out.name == "head_output" and out.activation is keras.activations.sigmoid
+    x = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    plain = grad_cam(model, x)
+    kernel, bias = out.get_weights()
+    out.set_weights([kernel, bias + 1e3])  # the same logit gradients, a probability of exactly 1.0
+    assert np.all(model.predict(x, verbose=0) == 1.0)
+    saturated = grad_cam(model, x)
+    assert saturated.max() == 1.0  # not a blank map
+    np.testing.assert_allclose(saturated, plain, atol=1e-5)
+    assert out.activation is keras.activations.sigmoid
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16", "mixed_float16"])
+def test_grad_cam_gives_float32_maps_in_every_precision(precision):
+    from busutils.precision import precision_scope
+
+    with precision_scope(precision):
+        model = blob_model()
+    cams = grad_cam(model, blob_images()[:1], layer="detect")
+    assert cams.dtype == np.float32
+    np.testing.assert_allclose(cams[0], region(TOP_LEFT), atol=0.02)

@@ -13,8 +13,8 @@ from busutils.experiment import split_dataset, train_model
 from busutils.models import baseline_cnn, classifier_head, compile_for
 from busutils.profiles import PROFILES, get_profile
 from busutils.splits import check_disjoint
-from busutils.train import (CopiesSequence, class_weights, fit, make_dataset, predict_scores, save_model_atomic,
-                            set_seed, to_model_input)
+from busutils.train import (class_weights, fit, make_dataset, predict_scores, save_model_atomic, set_seed,
+                            to_model_input)
 from busutils.weights import RandomInitWarning, WeightsUnavailableError
 
 
@@ -108,23 +108,6 @@ def test_greyscale_augmented_in_one_channel_equals_augmenting_its_rgb(kind):
     np.testing.assert_allclose(grey, rgb, atol=1e-3)
 
 
-def test_copies_sequence_shows_one_copy_of_each_item_per_epoch_and_cycles():
-    n, k = 10, 3
-    x = np.stack([np.stack([np.full(2, 10 * i + c, np.float32) for c in range(k)]) for i in range(n)])
-    data = CopiesSequence(x, np.arange(n) % 2, batch_size=4, seed=0)
-    seen = []
-    for _ in range(k):
-        batches = [data[b] for b in range(len(data))]
-        values = np.concatenate([xb[:, 0] for xb, _ in batches]).astype(int)
-        labels = np.concatenate([yb for _, yb in batches])
-        assert sorted(values // 10) == list(range(n))  # every item once
-        np.testing.assert_array_equal(labels, (values // 10) % 2)  # labels travel with their items
-        seen.append(dict(zip(values // 10, values % 10)))
-        data.on_epoch_end()
-    for item in range(n):
-        assert sorted(epoch[item] for epoch in seen) == list(range(k))  # each copy once in k epochs
-
-
 def test_split_is_group_aware_and_complete(tiny_data):
     split = split_dataset(tiny_data, seed=0)
     parts = [split.index[k] for k in ("train", "val", "test")]
@@ -191,6 +174,53 @@ def test_a_model_that_training_makes_worse_is_not_reported_as_trained():
     assert result.best_epoch == 0 and result.initial_score > max(result.history["val_auc"])
     for kept, original in zip(head.get_weights(), before):
         np.testing.assert_array_equal(kept, original)
+
+
+def test_a_run_that_diverges_stops_there_keeps_a_finite_model_and_says_so():
+    set_seed(0)
+    features, labels = _separable(4)
+    head = compile_for(classifier_head((8,), 2, hidden=8, seed=0), 2, keras.optimizers.Adam(1e-2))
+    first = fit(head, (features[:80], labels[:80]), (features[80:], labels[80:]), epochs=3, batch_size=16,
+                patience=None, verbose=0)
+    assert not first.diverged and first.diverged_epoch is None
+    compile_for(head, 2, keras.optimizers.SGD(1e30))  # steps no float can hold
+    result = fit(head, (features[:80], labels[:80]), (features[80:], labels[80:]), epochs=10, batch_size=16,
+                 patience=None, verbose=0)
+    assert result.diverged and result.epochs_run == result.diverged_epoch < 10  # stopped where it diverged
+    assert np.isnan(result.history["val_auc"][result.diverged_epoch - 1])  # that epoch is never the best one
+    assert result.best_epoch < result.diverged_epoch
+    assert all(np.isfinite(w).all() for w in head.get_weights())
+    assert np.isfinite(predict_scores(head, features)).all()
+    summary = result.summary()
+    assert summary["diverged"] is True and summary["diverged_epoch"] == result.diverged_epoch
+    assert "DIVERGED at epoch" in result.describe()
+
+
+def test_a_model_whose_scores_are_not_finite_is_named_in_the_error():
+    head = compile_for(classifier_head((8,), 2, hidden=0, seed=0), 2, "adam")
+    kernel, bias = head.get_layer("head_output").get_weights()
+    head.get_layer("head_output").set_weights([np.full_like(kernel, np.nan), bias])
+    with pytest.raises(ValueError, match=r"head \(float32\) gave scores that are not finite for 3 of 3"):
+        predict_scores(head, np.ones((3, 8), np.float32))
+    with pytest.raises(ValueError, match="vgg16-finetune, after fine-tuning"):
+        predict_scores(head, np.ones((3, 8), np.float32), what="vgg16-finetune, after fine-tuning")
+
+
+def test_fine_tuning_that_diverges_keeps_the_classifier_alone_and_every_table_says_so(tiny_data):
+    from busutils.experiment import make_results
+    from busutils.runs import run_label
+
+    settings = tiny_profile(epochs=3, patience=None, finetune_learning_rate=1e30, finetune_clipnorm=None,
+                            weights="none", precision="float32")
+    split = split_dataset(tiny_data, seed=0)
+    trained = train_model("vgg16-finetune", split, settings, verbose=0)
+    finetune = trained.stages["finetune"]
+    assert finetune.diverged and finetune.best_epoch == 0  # the head-only model, from before fine-tuning
+    assert trained.diverged == {"finetune": finetune.diverged_epoch}
+    results = make_results(trained, tiny_data, split, settings)
+    assert np.isfinite(results["test"]["scores"]).all()
+    assert results["training"]["diverged"] == {"finetune": finetune.diverged_epoch}
+    assert f"DIVERGED in finetune at epoch {finetune.diverged_epoch}" in run_label(results)
 
 
 def test_save_model_atomic_leaves_no_temporary_files(tmp_path):
@@ -319,33 +349,6 @@ def test_layer_table_lists_weighted_layers_and_their_state():
     trainable = set(table.loc[table.trainable, "layer"])
     assert trainable == {"block5_conv1", "block5_conv2", "block5_conv3", "head"}
     assert table.loc[table.layer == "block1_conv1", "weights"].item() == 3 * 3 * 3 * 64 + 64
-
-
-def test_features_read_before_the_cached_layer_are_refused(tiny_data):
-    from busutils.experiment import FrozenVGG16
-    from busutils.models import vgg16_finetune
-
-    settings = tiny_profile(finetune_layers="block5_conv3", head_features="block4+block5")
-    model, used = vgg16_finetune((48, 48, 3), 2, weights="none", seed=0, trainable_layers="block5_conv3",
-                                 features="block4+block5")
-    with pytest.raises(ValueError, match="before block5_conv2"):
-        FrozenVGG16(model, used, settings, "float32", seed=0)
-
-
-def test_the_activation_cache_is_keyed_by_the_network_not_by_the_settings(tiny_data):
-    """A model whose features differ from the profile's must never be served the profile's cache."""
-    from busutils.experiment import FrozenVGG16
-    from busutils.models import vgg16_transfer
-
-    settings = tiny_profile(head_features="block4+block5")
-    stores = []
-    for features in ("block5", "block4+block5"):
-        model, used = vgg16_transfer((48, 48, 3), 2, weights="none", seed=0, features=features)
-        frozen = FrozenVGG16(model, used, settings, "float32", seed=0)
-        assert frozen.pooled(tiny_data.images[:3]).shape == (3, 512 * len(features.split("+")))
-        stores.append(frozen)
-    assert stores[0].maps.folder == stores[1].maps.folder  # the same frozen front: shared
-    assert stores[0].vectors.folder != stores[1].vectors.folder
 
 
 @pytest.mark.parametrize("name", ["baseline", "vgg16-transfer", "vgg16-finetune"])

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from busutils.features import ActivationStore, image_digests
+from busutils.cache import ActivationStore, image_digests
 
 KEY = {"network": "vgg16", "weights": "imagenet (sha256 5ffcc3e2b95a)", "image_size": 32,
        "preprocessing": "RGB->BGR, minus the means", "precision": "float32", "layer": "block4_pool"}
@@ -125,18 +125,9 @@ def test_float16_storage_and_a_compute_that_loses_rows(tmp_path):
         store.get(images(3, seed=1), lambda batch: expected(batch)[:2])
 
 
-def test_frozen_vgg16_keys_name_weights_size_preprocessing_and_precision(tmp_path, monkeypatch):
-    from busutils.experiment import FrozenVGG16
-    from busutils.models import build_model
-    from busutils.profiles import get_profile
+def test_values_beyond_float16_are_refused_not_stored_as_infinity(tmp_path):
+    store = ActivationStore(KEY, root=tmp_path, dtype="float16")
+    with pytest.raises(ValueError, match="not finite|range"):
+        store.get(images(2), lambda batch: np.full((len(batch), 1), 1e6))
+    assert not list(store.folder.glob("chunk-*"))  # nothing was written
 
-    monkeypatch.setenv("BUSUTILS_CACHE", str(tmp_path))
-    folders = {}
-    for size, weights in [(32, "random (seed 0)"), (48, "random (seed 0)"), (32, "imagenet (sha256 5ffcc3e2b95a)")]:
-        model, _ = build_model("vgg16-finetune", (size, size, 3), 2, weights="none", seed=0)
-        frozen = FrozenVGG16(model, weights, get_profile("quick", image_size=size), "float32", seed=0)
-        assert {"weights", "image_size", "preprocessing", "precision", "network"} <= set(frozen.maps.key)
-        assert frozen.maps.key["network"][-1] == frozen.layer  # the cached output is that layer's
-        assert "103.939" in frozen.maps.key["preprocessing"]  # the ImageNet means themselves
-        folders[size, weights] = frozen.maps.folder
-    assert len(set(folders.values())) == 3

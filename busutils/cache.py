@@ -3,9 +3,11 @@
 Blocks 1-4 of VGG16 are frozen in both transfer learning and fine-tuning, so their output for a
 given image is the same at every epoch, in every chapter and every cross-validation fold.
 :class:`ActivationStore` keeps those outputs under a *content key*: one folder per frozen network
-(its weights, layer, input size, preprocessing and precision) holding, for every image it has
-seen, the activations of that image, found again by a digest of the image's pixels.  An augmented
-copy is just another image, so copies are cached the same way.
+(the key describes the network itself, see :func:`busutils.frozen.network_key`: its layers, their
+precision, its input and a digest of its weights) holding, for every image it has seen, the
+activations of that image, found again by a digest of the image's pixels.  An augmented copy is
+just another image, so copies are cached the same way.  Chunks are read memory-mapped and
+results filled in place, so that thousands of large feature maps are held once, not several times.
 
 The store lives outside the repository (``$BUSUTILS_CACHE/activations``, by default
 ``~/.cache/busutils/activations``).  Each chunk is written atomically with a checksum; a chunk
@@ -46,8 +48,12 @@ def image_digests(images: np.ndarray) -> list[str]:
     return [hashlib.sha256(head + image.tobytes()).hexdigest()[:32] for image in images]
 
 
-def _sha256(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+def _sha256(array: np.ndarray, rows: int = 256) -> str:
+    """The sha256 of the array's bytes, read a block of rows at a time (a memory map stays on disk)."""
+    digest = hashlib.sha256()
+    for start in range(0, max(len(array), 1), rows):
+        digest.update(np.ascontiguousarray(array[start:start + rows]).tobytes())
+    return digest.hexdigest()
 
 
 def _write_atomic(path: Path, write: Callable[[object], None], mode: str) -> None:
@@ -111,7 +117,7 @@ class ActivationStore:
         meta_path = data.with_suffix(".json")
         try:
             meta = json.loads(meta_path.read_text())
-            array = np.load(data, allow_pickle=False)
+            array = np.load(data, allow_pickle=False, mmap_mode="r")
             ok = (list(array.shape) == meta["shape"] and str(array.dtype) == meta["dtype"]
                   and len(array) == len(meta["digests"]) and _sha256(array) == meta["sha256"])
         except (OSError, ValueError, TypeError, KeyError):
@@ -132,12 +138,25 @@ class ActivationStore:
     def get(self, images: np.ndarray, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """The activations of ``images``: cached rows where present, ``compute(missing images)`` for the rest.
 
-        Returns an array in the store's dtype, one row per image, in the order of ``images``.
+        Returns an array in the store's dtype, one row per image, in the order of ``images``,
+        filled in place (no second copy of thousands of feature maps).  Computed values that
+        the storage type cannot hold (beyond float16's range) are refused, not stored as inf.
         """
         digests = image_digests(images)
-        found: dict[str, np.ndarray] = {}
+        position: dict[str, list[int]] = {}
+        for i, digest in enumerate(digests):
+            position.setdefault(digest, []).append(i)
+        out: np.ndarray | None = None
+
+        def put(digest: str, row: np.ndarray) -> None:
+            nonlocal out
+            if out is None:
+                out = np.empty((len(digests), *row.shape), dtype=self.dtype)
+            out[position[digest]] = row
+
         index = self._chunks()
-        wanted = {d for d in digests if d in index}
+        wanted = [d for d in position if d in index]
+        found: set[str] = set()
         for data in sorted({index[d][0] for d in wanted}):
             array = self._load(data)
             if array is None:
@@ -145,14 +164,21 @@ class ActivationStore:
             for digest in wanted:
                 chunk, row = index[digest]
                 if chunk == data:
-                    found[digest] = array[row]
-        missing = sorted({d for d in digests if d not in found})
+                    put(digest, array[row])
+                    found.add(digest)
+        missing = sorted(d for d in position if d not in found)
         if missing:
-            first = {d: i for i, d in reversed(list(enumerate(digests)))}
-            rows = [first[d] for d in missing]
-            computed = np.asarray(compute(images[rows])).astype(self.dtype)
-            if len(computed) != len(rows):
-                raise ValueError(f"compute returned {len(computed)} rows for {len(rows)} images")
-            self._save(missing, computed)
-            found.update(zip(missing, computed))
-        return np.stack([found[d] for d in digests])
+            computed = np.asarray(compute(images[[position[d][0] for d in missing]]))
+            if len(computed) != len(missing):
+                raise ValueError(f"compute returned {len(computed)} rows for {len(missing)} images")
+            stored = computed.astype(self.dtype, copy=False)
+            if np.issubdtype(self.dtype, np.floating) and not np.isfinite(stored).all():
+                where = "not finite" if not np.isfinite(computed).all() else f"beyond {self.dtype}'s range"
+                raise ValueError(f"activations of {self.folder.name} are {where}: the network diverged, or its "
+                                 f"outputs need a wider storage type than {self.dtype}")
+            self._save(missing, stored)
+            for digest, row in zip(missing, stored):
+                put(digest, row)
+        if out is None:  # no images
+            return np.zeros((0,), dtype=self.dtype)
+        return out
