@@ -173,8 +173,7 @@ def new_images_split(
     clusters other than the largest, so that no test image is alike any image of the rest.  The
     threshold is the lowest (the strictest: the test images as unlike the rest as possible) at
     which such clusters hold ``test_size`` of every class, to 2% (at least one image);
-    ``seed`` picks among the clusters at that threshold, so that seeds differ only at the
-    margin.  The threshold is not allowed above ``max_similarity``, by default the median, over
+    ``seed`` draws which of the clusters at that threshold fill each class's share.  The threshold is not allowed above ``max_similarity``, by default the median, over
     all images, of the correlation with their nearest neighbour: every test image is then less
     like its nearest image in the rest than the typical image is like its own.
 
@@ -203,7 +202,7 @@ def new_images_split(
     slack = np.maximum(1, (0.02 * quota).astype(int))
     start = np.floor(nearest.min() / _THRESHOLD_STEP) * _THRESHOLD_STEP
     best = np.zeros_like(quota)
-    for threshold in np.append(np.arange(start, ceiling, _THRESHOLD_STEP), ceiling):
+    for threshold in np.append(np.round(np.arange(start, ceiling, _THRESHOLD_STEP), 6), ceiling):
         _, clusters = connected_components((correlations >= threshold) | near, directed=False)
         chosen, taken = _fill(clusters, labels, quota, np.random.default_rng(seed))
         best = np.maximum(best, taken)
@@ -220,12 +219,12 @@ def new_images_split(
     cross = np.ix_(test, rest)
     record = {
         "similarity": NEW_IMAGES_SIMILARITY,
-        "threshold": round(float(threshold), 4),
-        "ceiling": round(ceiling, 4),
-        "max_correlation": round(float(correlations[cross].max()), 4),
+        "threshold": float(threshold),
+        "ceiling": ceiling,
+        "max_correlation": float(correlations[cross].max()),
         "min_hash_distance": int(hamming_distances(hashes)[cross].min()),
         "max_distance": int(max_distance),
-        "nearest_neighbour_median": round(float(np.median(nearest)), 4),
+        "nearest_neighbour_median": float(np.median(nearest)),
     }
     return rest, test, record
 
