@@ -66,7 +66,8 @@ def split_dataset(
     groups whole.  ``test_part="new-images"`` holds out instead the images least like all the
     others, and carves the validation part the same way inside the rest, for choosing models by
     what holds on new images (:func:`busutils.splits.new_images_split`; it raises
-    ``ValueError`` for data that cannot give such parts).
+    ``ValueError`` for data that cannot give such parts); a test part that came with the data
+    is then not used.
 
     ``test_index`` fixes the test part (e.g. one cross-validation fold) instead of drawing it.
     A data set that comes with its own test part (a ``test/`` folder, BreastMNIST's test split)
@@ -82,19 +83,19 @@ def split_dataset(
                              "keep_given_test with it")
         return _new_images_split(dataset, test_size=test_size, val_size=val_size, seed=seed)
     groups = dataset.groups
-    test_part, leaks = "group-aware split", 0
+    how, leaks = "group-aware split", 0
     given = test_index is None and dataset.subsets is not None and bool((dataset.subsets == "test").any())
     if given:
         given_test = np.flatnonzero(dataset.subsets == "test")
         leaks = count_hash_leaks(dataset.hashes, np.flatnonzero(dataset.subsets != "test"), given_test)
         if not leaks:
-            test_index, test_part = given_test, "the data set's own test part"
+            test_index, how = given_test, "the data set's own test part"
         elif keep_given_test:
-            test_index, test_part = given_test, f"the data set's own test part, kept with {leaks} leaking image(s)"
+            test_index, how = given_test, f"the data set's own test part, kept with {leaks} leaking image(s)"
             warnings.warn(f"{dataset.source}: its own test part has {leaks} image(s) with a near-duplicate "
                           "outside it, kept as asked: its test scores will be optimistic", stacklevel=2)
         else:
-            test_part = f"group-aware re-split (the data set's own test part leaked {leaks} image(s))"
+            how = f"group-aware re-split (the data set's own test part leaked {leaks} image(s))"
             warnings.warn(f"{dataset.source}: its own test part has {leaks} image(s) with a near-duplicate "
                           "outside it; the data are re-split by duplicate group instead", stacklevel=2)
             leaks = 0
@@ -109,7 +110,7 @@ def split_dataset(
     if not leaks:
         check_disjoint(groups, train, test)
         check_disjoint(groups, val, test)
-    return _make_split(dataset, train, val, test, test_part)
+    return _make_split(dataset, train, val, test, how)
 
 
 def _new_images_split(dataset: Dataset, *, test_size: float, val_size: float, seed: int) -> Split:
