@@ -3,6 +3,8 @@
 ``python -m busutils data DIR`` prints it; :func:`audit` returns the same facts as a
 JSON-ready dictionary: the layout found, counts per class, the files skipped and why, the
 near-duplicate groups and the groups whose members disagree on the label.
+``python -m busutils split DIR`` lists the cross-validation fold of every file
+(:func:`fold_table`), cut as ``train --folds`` and ``compare`` cut them.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Dataset, load_dataset
+from .data import Dataset, load_dataset, load_folder
 from .duplicates import MAX_DISTANCE, duplicate_groups, duplicate_report
 from .images import ImageWarning
-from .splits import assign_folds
+from .profiles import get_profile
+from .splits import assign_folds, check_fold_count
 
 
 def _load_all(root: str | Path, image_size: int) -> tuple[Dataset, list[str]]:
@@ -74,23 +77,34 @@ def format_audit(result: dict) -> str:
     return "\n".join(lines)
 
 
-def fold_table(root: str | Path, *, n_splits: int = 5, seed: int = 0, max_distance: int = MAX_DISTANCE) -> dict:
-    """Each file's cross-validation fold, stratified by class, near-duplicates kept in one fold."""
-    dataset, _ = _load_all(root, 128)
-    groups = duplicate_groups(dataset.images, max_distance)
-    folds = assign_folds(dataset.labels, groups, n_splits=n_splits, seed=seed)
+def fold_table(root: str | Path, *, n_splits: int = 5, seed: int = 0, task: str = "benign-malignant",
+               profile: str | None = "quick") -> dict:
+    """Each file's cross-validation fold, as ``train --folds`` and ``compare`` cut them.
+
+    The same images (those of ``task``), the same image size (``profile``'s), the same duplicate
+    groups and the same seed give the same folds: stratified by class, every pair of
+    near-duplicates in one fold.
+    """
+    settings = get_profile(profile)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImageWarning)  # unreadable files are listed under "skipped"
+        dataset = load_folder(root, task=task, image_size=settings.image_size)
+    check_fold_count(dataset.labels, dataset.groups, n_splits=n_splits, class_names=dataset.class_names)
+    folds = assign_folds(dataset.labels, dataset.groups, n_splits=n_splits, seed=seed)
     return {
         "root": str(Path(root)),
         "layout": dataset.layout,
+        "task": dataset.task,
+        "image_size": settings.image_size,
         "folds": n_splits,
         "seed": seed,
-        "max_distance": max_distance,
+        "max_distance": MAX_DISTANCE,
         "files": [
             {
                 "file": dataset.ids[i],
                 "class": dataset.class_names[dataset.labels[i]],
                 "fold": int(folds[i]),
-                "group": int(groups[i]),
+                "group": int(dataset.groups[i]),
             }
             for i in range(len(dataset))
         ],
@@ -98,4 +112,5 @@ def fold_table(root: str | Path, *, n_splits: int = 5, seed: int = 0, max_distan
             str(k): {name: int(np.sum((folds == k) & (dataset.labels == c))) for c, name in enumerate(dataset.class_names)}
             for k in range(n_splits)
         },
+        "skipped": [{"file": s.path, "reason": s.reason} for s in dataset.skipped if s.reason != "segmentation mask"],
     }

@@ -48,12 +48,14 @@ def _cmd_split(args: argparse.Namespace) -> int:
 
     if args.folds < 2:
         raise ValueError(f"--folds must be at least 2, got {args.folds}")
-    table = fold_table(args.dir, n_splits=args.folds, seed=args.seed, max_distance=args.max_distance)
+    table = fold_table(args.dir, n_splits=args.folds, seed=args.seed, task=args.task, profile=args.profile)
     if args.json:
         print(json.dumps(table, indent=2))
     else:
         for row in table["files"]:
             print(f"{row['fold']}\t{row['class']}\t{row['file']}")
+        for skipped in table["skipped"]:
+            print(f"skipped {skipped['file']}: {skipped['reason']}", file=sys.stderr)
     return 0
 
 
@@ -89,6 +91,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"weights: {result['weights']}")
     print(f"{args.model}: test AUC {format_metric(metrics, 'auc')}, accuracy {format_metric(metrics, 'accuracy')} "
           f"(n={metrics['n']})")
+    if "cross_validation" in result:
+        cv = result["cross_validation"]["models"][args.model]
+        auc = cv["summary"]["auc"]
+        sd = "" if auc["std"] is None else f" ± {auc['std']:.3f}"
+        mean = "n/a" if auc["mean"] is None else f"{auc['mean']:.3f}{sd}"
+        undefined = f", undefined in {auc['n_undefined']} fold(s)" if auc["n_undefined"] else ""
+        print(f"{args.folds}-fold cross-validation: test AUC per fold {mean}{undefined}; pooled out of fold "
+              f"{format_metric(cv['pooled']['metrics'], 'auc')}")
     print(f"model and results written to {args.out}")
     return 0
 
@@ -175,12 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--max-distance", type=int, default=MAX_DISTANCE, help="perceptual-hash distance (bits) up to which two images count as near-duplicates (default: %(default)s)")
     data.set_defaults(func=_cmd_data)
 
-    split = sub.add_parser("split", help="assign each file a cross-validation fold", description="Assign every image a fold for group-aware stratified k-fold cross-validation; near-duplicates always share a fold.")
+    split = sub.add_parser("split", help="assign each file a cross-validation fold", description="Assign every image a fold for group-aware stratified k-fold cross-validation, exactly as 'train --folds' and 'compare' cut them with the same task, profile, folds and seed; near-duplicates always share a fold.")
     split.add_argument("dir", type=_existing_path, help="data folder (BUSI layout or one folder per class)")
     split.add_argument("--folds", type=_positive_int, default=5, help="number of folds (default: %(default)s)")
-    split.add_argument("--seed", type=int, default=0, help="random seed of the fold assignment (default: %(default)s)")
+    split.add_argument("--seed", type=int, default=0, help="random seed of the fold assignment, as train's --seed and compare's first --seeds (default: %(default)s)")
+    split.add_argument("--task", default="benign-malignant", choices=["benign-malignant", "three-class", "breastmnist"], help="classification task: which images take part (default: %(default)s)")
+    split.add_argument("--profile", default="quick", choices=["quick", "paper"], help="settings profile, whose image size the near-duplicate hashes are computed at (default: %(default)s)")
     split.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    split.add_argument("--max-distance", type=int, default=MAX_DISTANCE, help="near-duplicate hash distance in bits (default: %(default)s)")
     split.set_defaults(func=_cmd_split)
 
     fetch = sub.add_parser("fetch", help="download a public data set (checksum checked)", description="Download a data set listed in the package's manifest (busi, breastmnist, breastmnist_224), check its checksum, unpack it once, and print the path to pass as --data or BUSI_DIR. Offline, it says where to put the file by hand.")
@@ -198,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     train.add_argument("--weights", default=None, help="VGG16 weights: a local .h5 file, 'imagenet' ($VGG16_WEIGHTS, else Keras' cache or download), or 'none' for random (default: the profile's, 'imagenet')")
     train.add_argument("--epochs", type=_positive_int, default=None, help="cap every training stage (baseline, classifier head, fine-tuning) at this many epochs")
-    train.add_argument("--folds", type=int, default=0, help="also run group-aware k-fold cross-validation with this many folds (default: 0 = off)")
+    train.add_argument("--folds", type=int, default=0, help="also cross-validate the model on this many group-aware folds, as 'compare' does with this seed (checked against the data before any training; default: 0 = off)")
     train.add_argument("--overwrite", action="store_true", help="replace the run already in --out (whole; by default an existing run is never touched)")
     train.add_argument("--keep-test-part", action="store_true", help="keep a test/ part that came with the data even if near-duplicates of its images are in train/ (the leak is recorded); by default such data are re-split by group")
     train.set_defaults(func=_cmd_train)

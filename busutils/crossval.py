@@ -1,4 +1,8 @@
-"""Several models under one protocol: group-aware k-fold cross-validation, then paired tests.
+"""Group-aware k-fold cross-validation of one model or several, then paired tests.
+
+The book's one cross-validation driver: ``python -m busutils compare``, ``train --folds`` and
+chapter 06 all run :func:`compare_models`, so the same model, seed and folds give the same
+numbers wherever they are asked for.
 
 One held-out split is a noisy measure: another draw of the test part gives another number.
 Cross-validation tests every image once, on k folds; and when *every* model is trained and
@@ -25,33 +29,47 @@ import pandas as pd
 from . import __version__
 from .compare import delong_test, paired_bootstrap_auc
 from .data import Dataset
+from .duplicates import bootstrap_groups
 from .evaluate import PAPER_TABLE1, classification_metrics, evaluate_predictions
 from .experiment import Split, data_summary, split_dataset, train_model
 from .models import MODEL_NAMES
 from .profiles import Profile, as_dict
 from .results import Timer, environment_info
-from .runs import run_label
-from .splits import group_kfold
+from .splits import check_fold_count, group_kfold
 from .train import predict_scores
 
-__all__ = ["compare_models", "paired_table", "summary_table"]
+__all__ = ["check_folds", "compare_models", "paired_table", "summary_table"]
 
 FOLD_METRICS = ("auc", "accuracy", "sensitivity", "specificity")
 
 
-def _check_arguments(dataset: Dataset, models: Sequence[str], folds: int, seeds: Sequence[int]) -> None:
-    if len(dataset.class_names) != 2:
-        raise ValueError(f"task {dataset.task!r} has {len(dataset.class_names)} classes; the comparison tests "
-                         "ROC AUCs of two classes: use task='benign-malignant' (or 'breastmnist')")
+def _check_arguments(dataset: Dataset, models: Sequence[str], seeds: Sequence[int]) -> None:
     unknown = [m for m in models if m not in MODEL_NAMES]
     if not models or unknown:
         raise ValueError(f"models must name one or more of {', '.join(MODEL_NAMES)}; got {list(models)}")
     if len(set(models)) != len(models):
         raise ValueError(f"models names a model twice: {list(models)}")
-    if int(folds) != folds or folds < 2:
-        raise ValueError(f"folds must be an integer of at least 2, got {folds}")
+    if len(models) > 1 and len(dataset.class_names) != 2:
+        raise ValueError(f"task {dataset.task!r} has {len(dataset.class_names)} classes; the comparison tests "
+                         "ROC AUCs of two classes: use task='benign-malignant' (or 'breastmnist'), or "
+                         "cross-validate one model at a time")
     if not seeds or len(set(seeds)) != len(seeds) or any(int(s) != s for s in seeds):
         raise ValueError(f"seeds must be one or more different integers, got {list(seeds)}")
+
+
+def check_folds(dataset: Dataset, folds: int, seeds: Sequence[int] = (0,)) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
+    """The (train, test) index pairs of every fold for every seed, or ``ValueError`` before any training.
+
+    ``folds`` must be an integer of at least 2, no larger than the number of duplicate groups
+    of any class (:func:`busutils.splits.check_fold_count`).  :func:`compare_models` calls it
+    first; ``train --folds`` calls it before it trains its main run.
+    """
+    try:
+        check_fold_count(dataset.labels, dataset.groups, n_splits=folds, class_names=dataset.class_names)
+    except ValueError as error:
+        raise ValueError(f"{dataset.source}: {error}") from None
+    return {int(seed): group_kfold(dataset.labels, dataset.groups, n_splits=int(folds), seed=int(seed))
+            for seed in seeds}
 
 
 @contextmanager
@@ -67,24 +85,34 @@ def _quiet_retracing():
         logger.setLevel(level)
 
 
-def _spread(values: list[float]) -> dict:
-    """Mean, standard deviation (over folds and seeds), smallest and largest value."""
+def _finite(value) -> float | None:
+    """A metric as a float, or ``None`` when it is undefined (``None``, NaN or infinite)."""
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _spread(values: list[float | None]) -> dict:
+    """Mean, standard deviation (over folds and seeds), smallest and largest of the defined values,
+    and how many were undefined (a fold that tests one class has no AUC): those are counted,
+    never averaged."""
     v = np.array([x for x in values if x is not None], dtype=float)
+    undefined = len(values) - len(v)
     if len(v) == 0:
-        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0, "n_undefined": undefined}
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None,
-            "min": float(v.min()), "max": float(v.max()), "n": int(len(v))}
+            "min": float(v.min()), "max": float(v.max()), "n": int(len(v)), "n_undefined": undefined}
 
 
-def _train_and_test(name: str, split: Split, settings: Profile, *, seed: int,
-                    weights: str | None) -> tuple[np.ndarray, dict, str]:
+def _train_and_test(name: str, split: Split, settings: Profile, *, seed: int, weights: str | None,
+                    where: str = "") -> tuple[np.ndarray, dict, str]:
     """Train ``name`` on one fold's training part; its scores and metrics on the fold, and its weights."""
     with Timer() as timer:
         trained = train_model(name, split, settings, seed=seed, weights=weights, verbose=0)
-    scores = predict_scores(trained.model, split.test.images, batch_size=settings.batch_size)
+    scores = predict_scores(trained.model, split.test.images, batch_size=settings.batch_size,
+                            what=f"{trained.describe()}, {where or f'seed {seed}'}")
     metrics = classification_metrics(split.test.labels, scores, list(split.test.class_names))
-    record = {"n_test": len(split.test), "train_seconds": round(timer.elapsed, 2),
-              "fit_seconds": round(trained.seconds, 2), **{key: metrics[key] for key in FOLD_METRICS}}
+    record = {"n_test": len(split.test), "test_leaks": split.test_leaks, "train_seconds": round(timer.elapsed, 2),
+              "fit_seconds": round(trained.seconds, 2), "diverged": trained.diverged,
+              **{key: _finite(metrics.get(key)) for key in FOLD_METRICS}}
     keras.utils.clear_session()  # the fold's model is no longer needed: free its memory
     return scores, record, trained.weights_used
 
@@ -104,46 +132,61 @@ def compare_models(
     For each seed the data are cut into ``folds`` stratified folds that keep duplicate groups
     whole (:func:`busutils.splits.group_kfold`); each fold is the test part once, a validation
     part is carved by group from the rest, and every model trains on the same training and
-    validation parts.  ``log`` gets one line per trained model (``None``: silent).
+    validation parts.  ``log`` gets one line per trained model (``None``: silent).  Every
+    check (models, seeds, the folds against the groups, :func:`check_folds`) is made before any
+    training.  One model may be cross-validated on a task of more than two classes; comparing
+    several needs two.
 
     Returns a JSON-ready dict: ``"protocol"``, ``"data"``, ``"profile"``; per model
-    (``"models"``) its fold metrics, their mean and spread, the pooled out-of-fold metrics with
-    bootstrap CIs resampling duplicate groups (an image's scores under several seeds move
-    together), the weights it used and its training time; ``"predictions"`` (id, seed, fold,
-    label, group and each model's score, one row per image and seed); and ``"paired"``, for
-    each pair of models, DeLong's test per seed and a paired bootstrap over duplicate groups
-    of the difference of pooled out-of-fold AUCs.
+    (``"models"``) its fold metrics (``None`` where undefined, e.g. the AUC of a fold holding
+    one class), their mean and spread over the defined ones with the number undefined, the
+    pooled out-of-fold metrics with bootstrap CIs resampling duplicate groups (an image's scores
+    under several seeds move together), the weights it used, its training time and the number
+    of test images with a near-duplicate in training (``"test_leaks"``, 0 by construction);
+    ``"predictions"`` (id, seed, fold, label, group, bootstrap group and each model's score, one
+    row per image and seed); and ``"paired"``, for each pair of models, DeLong's test per seed
+    and a paired bootstrap over duplicate groups of the difference of pooled out-of-fold AUCs.
     """
+    from .runs import run_label  # imported here: runs (train --folds) imports this module
+
     models, seeds = list(models), [int(s) for s in seeds]
-    _check_arguments(dataset, models, folds, seeds)
-    rows = {"id": [], "seed": [], "fold": [], "label": [], "group": []}
+    _check_arguments(dataset, models, seeds)
+    plan = check_folds(dataset, folds, seeds)
+    units = bootstrap_groups(dataset.hashes)
+    rows = {"id": [], "seed": [], "fold": [], "label": [], "group": [], "bootstrap_group": []}
     scores = {m: [] for m in models}
     per_fold = {m: [] for m in models}
     weights_used = {m: set() for m in models}
     with Timer() as total, _quiet_retracing():
         for seed in seeds:
-            for k, (_, test) in enumerate(group_kfold(dataset.labels, dataset.groups, n_splits=folds, seed=seed)):
+            for k, (_, test) in enumerate(plan[seed]):
                 split = split_dataset(dataset, val_size=settings.val_size, seed=seed, test_index=test)
                 rows["id"] += list(split.test.ids)
                 rows["seed"] += [seed] * len(test)
                 rows["fold"] += [k] * len(test)
                 rows["label"] += split.test.labels.tolist()
                 rows["group"] += split.test.groups.tolist()
+                rows["bootstrap_group"] += units[split.index["test"]].tolist()
                 for name in models:
-                    fold_scores, record, used = _train_and_test(name, split, settings, seed=seed, weights=weights)
+                    fold_scores, record, used = _train_and_test(name, split, settings, seed=seed, weights=weights,
+                                                                where=f"seed {seed}, fold {k + 1}/{folds}")
                     scores[name] += fold_scores.tolist()
                     per_fold[name].append({"seed": seed, "fold": k, **record})
                     weights_used[name].add(used)
                     if log:
+                        auc = "n/a (one class)" if record["auc"] is None else f"{record['auc']:.3f}"
                         log(f"seed {seed}, fold {k + 1}/{folds}: {name} trained in {record['train_seconds']:.0f} s, "
-                            f"test AUC {record['auc']:.3f} on {len(test)} images")
-    labels, groups = np.array(rows["label"]), np.array(rows["group"])
+                            f"test AUC {auc} on {len(test)} images")
+    labels, groups = np.array(rows["label"]), np.array(rows["bootstrap_group"])
     results = {}
     for name in models:
         weights_text = "; ".join(sorted(weights_used[name]))
+        leaks = sum(f["test_leaks"] for f in per_fold[name])
         results[name] = {
-            "label": run_label({"model": name, "weights": weights_text}, f"{folds}-fold CV"),
+            "label": run_label({"model": name, "weights": weights_text, "data": {"test_leaks": leaks}},
+                               f"{folds}-fold CV"),
             "weights": weights_text,
+            "test_leaks": leaks,
             "train_seconds": round(sum(f["train_seconds"] for f in per_fold[name]), 1),
             "fit_seconds": round(sum(f["fit_seconds"] for f in per_fold[name]), 1),
             "per_fold": per_fold[name],
@@ -162,6 +205,8 @@ def compare_models(
             "models": models, "folds": folds, "seeds": seeds, "n_boot": settings.n_boot,
             "splits": "group-aware stratified k-fold (busutils.splits.group_kfold), the same folds, "
                       "validation parts and seeds for every model",
+            "bootstrap": "resamples the pieces of duplicate groups (busutils.duplicates.bootstrap_groups), "
+                         "the same piece under every seed",
         },
         "data": data_summary(dataset),
         "profile": as_dict(settings),
@@ -175,10 +220,12 @@ def compare_models(
 
 
 def _mean_sd(summary: dict, digits: int) -> str:
+    undefined = summary.get("n_undefined", 0)
+    note = f" ({undefined} of {summary['n'] + undefined} folds undefined)" if undefined else ""
     if summary["mean"] is None:
-        return "n/a"
+        return "n/a" + note
     sd = "n/a" if summary["std"] is None else f"{summary['std']:.{digits}f}"
-    return f"{summary['mean']:.{digits}f} ± {sd}"
+    return f"{summary['mean']:.{digits}f} ± {sd}{note}"
 
 
 def _with_ci(pooled: dict, key: str, digits: int) -> str:

@@ -1,21 +1,28 @@
-"""Near-duplicate images, found by perceptual hashing.
+"""Near-duplicate images, found by perceptual hashing, and how alike two images look.
 
 BUSI holds near-identical images, some filed under two labels.  If such a pair is split
 between training and test data, the test score measures memory, not diagnosis.  The images of
 a data set are hashed with a DCT perceptual hash (the ``imagehash`` package); images whose
-hashes differ in at most ``max_distance`` bits are near-duplicates, and
-:func:`groups_from_hashes` gathers them into the groups that every split in
-:mod:`busutils.splits` keeps on one side.
+hashes differ in at most ``max_distance`` bits are near-duplicates.
 
-Copies of one lesion -- the same frame saved twice, neighbouring frames of a sweep -- are
-joined however they connect: if A is like B and B like C, all three form one group (single
-linkage), so that no image is within the threshold of an image outside its group.  Unrelated
-images can be alike too, though, and where many are (the synthetic phantom) such chains run
-through dozens of images.  Copies of one image lie within ``max_distance`` of it, hence within
-``2 * max_distance`` of each other; a connected piece spanning more than that is a chain of
-look-alikes, not copies, and is cut into groups whose members are all within ``max_distance``
-of each other (complete linkage).  Whether the data separate copies from unrelated images at
-all, :func:`distance_gap` tells.
+Two units are built from these pairs, for two purposes:
+
+* :func:`groups_from_hashes` gives the *duplicate groups* that every split in
+  :mod:`busutils.splits` keeps on one side: near-duplicates joined however they connect (if A is
+  like B and B like C, all three form one group, the connected component), so that no image is
+  within the threshold of an image outside its group and no near-duplicate pair can ever
+  straddle a split.
+* :func:`bootstrap_groups` gives the small units a bootstrap resamples.  Unrelated images can be
+  alike too, and where many are (the synthetic phantom at 224 px) a component chains dozens of
+  them.  Copies of one image lie within ``max_distance`` of it, hence within ``2 *
+  max_distance`` of each other; a component spanning more than that is a chain of look-alikes,
+  not copies, and is cut into pieces whose members are all within ``max_distance`` of each other
+  (complete linkage).  A piece never spans two components.
+
+On the BUSI development portion the two coincide (no component is wider than twice the
+threshold).  Whether the data separate copies from unrelated images at all,
+:func:`distance_gap` tells.  :func:`pixel_correlations` measures a wider likeness than the hash
+(the whole picture at 64 px), for the "new images" split of :mod:`busutils.splits`.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import squareform
 
+from .images import resize
+
 HASH_SIZE = 8  # 64-bit hashes
 # Bits.  On the BUSI development portion, distances between image pairs come in a sharp cluster
 # at 0-5 (the same frame, or neighbouring frames of one lesion), a trough at 6-13 and the bulk
@@ -43,13 +52,18 @@ GAP_RATIO = 4
 _POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1)
 
 
-def perceptual_hashes(images: np.ndarray) -> np.ndarray:
-    """64-bit DCT perceptual hash of each greyscale image, as ``uint64``."""
+def _greyscale(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim == 4:
         images = images.mean(axis=-1).astype(np.uint8)
     if images.ndim != 3:
         raise ValueError(f"images must have shape (n, h, w) or (n, h, w, c), got {images.shape}")
+    return images
+
+
+def perceptual_hashes(images: np.ndarray) -> np.ndarray:
+    """64-bit DCT perceptual hash of each greyscale image, as ``uint64``."""
+    images = _greyscale(images)
     bits = np.stack([imagehash.phash(Image.fromarray(image), hash_size=HASH_SIZE).hash.reshape(-1)
                      for image in images])
     return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
@@ -119,9 +133,23 @@ def duplicate_groups(images: np.ndarray, max_distance: int = MAX_DISTANCE) -> np
 def groups_from_hashes(hashes: np.ndarray, max_distance: int = MAX_DISTANCE) -> np.ndarray:
     """Duplicate groups from perceptual hashes already computed (see :func:`duplicate_groups`).
 
-    Near-duplicate pairs are joined into connected pieces; a piece wider than twice
-    ``max_distance`` is a chain of look-alikes, not copies of one image, and is cut into groups
-    whose members are all within ``max_distance`` of each other (see the module docstring).
+    The groups are the connected pieces of the near-duplicate pairs: every pair within
+    ``max_distance`` bits shares a group, so a split that keeps groups whole keeps every such
+    pair on one side.  Groups are numbered 0, 1, ... in the order of their first image.
+    """
+    _check_max_distance(max_distance)
+    _, groups = connected_components(hamming_distances(hashes) <= max_distance, directed=False)
+    return _renumber(groups)
+
+
+def bootstrap_groups(hashes: np.ndarray, max_distance: int = MAX_DISTANCE) -> np.ndarray:
+    """Duplicate groups cut into the small units a bootstrap resamples (see the module docstring).
+
+    A duplicate group spanning more than ``2 * max_distance`` bits is a chain of look-alikes,
+    not copies of one image: it is cut into pieces whose members are all within ``max_distance``
+    of each other (complete linkage).  Narrower groups are kept whole.  Every piece lies inside
+    one duplicate group, so a part of the data that keeps duplicate groups whole (a test part)
+    gets the same pieces whether they are computed on it or on the whole data set.
     """
     _check_max_distance(max_distance)
     distances = hamming_distances(hashes)
@@ -132,9 +160,30 @@ def groups_from_hashes(hashes: np.ndarray, max_distance: int = MAX_DISTANCE) -> 
         if within.max() > 2 * max_distance:
             tree = linkage(squareform(within, checks=False).astype(np.float64), method="complete")
             groups[members] = groups.max() + fcluster(tree, max_distance, criterion="distance")
-    # number the groups 0, 1, ... in the order of their first image
+    return _renumber(groups)
+
+
+def _renumber(groups: np.ndarray) -> np.ndarray:
+    """Number groups 0, 1, ... in the order of their first image."""
     _, first, index = np.unique(groups, return_index=True, return_inverse=True)
     return np.argsort(np.argsort(first))[index].astype(np.int64)
+
+
+def pixel_correlations(images: np.ndarray, size: int = 64) -> np.ndarray:
+    """Pearson correlation between the pixels of every pair of images at ``size`` x ``size``, ``(n, n)``.
+
+    A likeness of the whole picture (layout, depth, brightness, where the lesion lies), wider
+    than a near-duplicate's: 1 for the same picture, near 0 for unrelated textures.  Images are
+    made greyscale and resized first, so data sets of any image size compare alike.
+    """
+    images = _greyscale(images)
+    if size < 2:
+        raise ValueError(f"size must be at least 2 pixels, got {size}")
+    x = np.stack([resize(image, size) for image in images]).reshape(len(images), -1).astype(np.float64)
+    x -= x.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x /= np.where(norms > 0, norms, 1.0)  # a flat image correlates with nothing (0)
+    return np.clip(x @ x.T, -1.0, 1.0)
 
 
 def _check_max_distance(max_distance: int) -> None:

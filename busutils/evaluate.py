@@ -479,8 +479,10 @@ def bootstrap_ci(
     """Percentile-bootstrap ``1 - alpha`` confidence intervals for every scalar metric.
 
     Each of ``n_boot`` resamples draws the test images with replacement -- or, when
-    ``groups`` gives a group id per image (e.g. near-duplicate clusters or patients), draws
-    whole groups, so that copies of one lesion move together.  Images of one group are not
+    ``groups`` gives a group id per image (e.g. patients, or near-duplicates: the duplicate
+    groups a split keeps whole, or their small pieces from
+    :func:`busutils.duplicates.bootstrap_groups`, which differ only where look-alikes chain),
+    draws whole groups, so that copies of one lesion move together.  Images of one group are not
     independent evidence; treating them as such makes intervals falsely narrow.  Resamples
     that lack a class are skipped (AUC, sensitivity, ... are undefined there).  Results are
     deterministic for a given ``seed``.  With fewer than :data:`MIN_UNITS_PER_CLASS` images

@@ -25,7 +25,7 @@ from .models import MODEL_NAMES, build_model, count_params
 from .precision import precision_scope
 from .profiles import Profile, as_dict
 from .results import Timer, environment_info
-from .splits import check_disjoint, count_leaks, group_kfold, group_train_test_split
+from .splits import check_disjoint, count_hash_leaks, group_train_test_split, new_images_split
 from .train import TrainResult, fit, predict_scores, set_seed
 
 
@@ -34,8 +34,10 @@ class Split:
     """Training, validation and test parts of a data set, with the indices they came from.
 
     ``test_part`` says how the test part was chosen; ``test_leaks`` counts test images with a
-    near-duplicate in the training or validation part (0 unless a leaking test part that came
-    with the data was kept on purpose).
+    near-duplicate (hashes within :data:`busutils.duplicates.MAX_DISTANCE` bits) in the training
+    or validation part, checked pair by pair: 0 unless a leaking test part that came with the
+    data was kept on purpose.  ``new_images`` records, for a new-images split, how unlike the
+    rest its test and validation parts are (:func:`busutils.splits.new_images_split`).
     """
 
     train: Dataset
@@ -44,17 +46,28 @@ class Split:
     index: dict[str, np.ndarray]
     test_part: str = "group-aware split"
     test_leaks: int = 0
+    new_images: dict | None = None
 
     def sizes(self) -> dict[str, dict[str, int]]:
         """Images per class in each part."""
         return {"train": self.train.counts(), "val": self.val.counts(), "test": self.test.counts()}
 
 
+TEST_PARTS = ("group-aware", "new-images")
+
+
 def split_dataset(
     dataset: Dataset, *, test_size: float = 0.3, val_size: float = 0.2, seed: int = 0,
-    test_index: np.ndarray | None = None, keep_given_test: bool = False,
+    test_index: np.ndarray | None = None, keep_given_test: bool = False, test_part: str = "group-aware",
 ) -> Split:
     """Hold out a test part, then carve a validation part from the rest, both by duplicate group.
+
+    ``test_part="group-aware"`` draws both parts at random, stratified, keeping duplicate
+    groups whole.  ``test_part="new-images"`` holds out instead the images least like all the
+    others, and carves the validation part the same way inside the rest, for choosing models by
+    what holds on new images (:func:`busutils.splits.new_images_split`; it raises
+    ``ValueError`` for data that cannot give such parts); a test part that came with the data
+    is then not used.
 
     ``test_index`` fixes the test part (e.g. one cross-validation fold) instead of drawing it.
     A data set that comes with its own test part (a ``test/`` folder, BreastMNIST's test split)
@@ -62,20 +75,27 @@ def split_dataset(
     re-split by group (with a warning), unless ``keep_given_test=True``: then the given part is
     kept and the number of leaking images is recorded (``Split.test_leaks``) for every table.
     """
+    if test_part not in TEST_PARTS:
+        raise ValueError(f"test_part={test_part!r}: use one of {', '.join(TEST_PARTS)}")
+    if test_part == "new-images":
+        if test_index is not None or keep_given_test:
+            raise ValueError("test_part='new-images' chooses its own test part: do not pass test_index or "
+                             "keep_given_test with it")
+        return _new_images_split(dataset, test_size=test_size, val_size=val_size, seed=seed)
     groups = dataset.groups
-    test_part, leaks = "group-aware split", 0
+    how, leaks = "group-aware split", 0
     given = test_index is None and dataset.subsets is not None and bool((dataset.subsets == "test").any())
     if given:
         given_test = np.flatnonzero(dataset.subsets == "test")
-        leaks = count_leaks(groups, np.flatnonzero(dataset.subsets != "test"), given_test)
+        leaks = count_hash_leaks(dataset.hashes, np.flatnonzero(dataset.subsets != "test"), given_test)
         if not leaks:
-            test_index, test_part = given_test, "the data set's own test part"
+            test_index, how = given_test, "the data set's own test part"
         elif keep_given_test:
-            test_index, test_part = given_test, f"the data set's own test part, kept with {leaks} leaking image(s)"
+            test_index, how = given_test, f"the data set's own test part, kept with {leaks} leaking image(s)"
             warnings.warn(f"{dataset.source}: its own test part has {leaks} image(s) with a near-duplicate "
                           "outside it, kept as asked: its test scores will be optimistic", stacklevel=2)
         else:
-            test_part = f"group-aware re-split (the data set's own test part leaked {leaks} image(s))"
+            how = f"group-aware re-split (the data set's own test part leaked {leaks} image(s))"
             warnings.warn(f"{dataset.source}: its own test part has {leaks} image(s) with a near-duplicate "
                           "outside it; the data are re-split by duplicate group instead", stacklevel=2)
             leaks = 0
@@ -90,8 +110,30 @@ def split_dataset(
     if not leaks:
         check_disjoint(groups, train, test)
         check_disjoint(groups, val, test)
+    return _make_split(dataset, train, val, test, how)
+
+
+def _new_images_split(dataset: Dataset, *, test_size: float, val_size: float, seed: int) -> Split:
+    """:func:`split_dataset` with ``test_part="new-images"``."""
+    rest, test, test_record = new_images_split(dataset.images, dataset.labels, dataset.hashes,
+                                               test_size=test_size, seed=seed)
+    inner_train, inner_val, val_record = new_images_split(dataset.images[rest], dataset.labels[rest],
+                                                          dataset.hashes[rest], test_size=val_size, seed=seed + 1)
+    train, val = rest[inner_train], rest[inner_val]
+    for first, second in ((train, val), (train, test), (val, test)):
+        check_disjoint(dataset.groups, first, second)
+    text = (f"new images: no test image correlates at {test_record['threshold']:.3f} or more with a training or "
+            f"validation image (pixels at 64 px), nor is a near-duplicate of one; the validation part is chosen "
+            f"the same way inside the rest (below {val_record['threshold']:.3f})")
+    return _make_split(dataset, train, val, test, text, {"test": test_record, "val": val_record})
+
+
+def _make_split(dataset: Dataset, train: np.ndarray, val: np.ndarray, test: np.ndarray, test_part: str,
+                new_images: dict | None = None) -> Split:
+    """The three parts, with the test images that have a near-duplicate in training or validation counted."""
+    leaks = count_hash_leaks(dataset.hashes, np.concatenate([train, val]), test)
     index = {"train": train, "val": val, "test": test}
-    return Split(dataset.take(train), dataset.take(val), dataset.take(test), index, test_part, leaks)
+    return Split(dataset.take(train), dataset.take(val), dataset.take(test), index, test_part, leaks, new_images)
 
 
 @dataclass
@@ -258,6 +300,8 @@ def data_summary(dataset: Dataset, split: Split | None = None) -> dict:
         out["split"] = split.sizes()
         out["test_part"] = split.test_part
         out["test_leaks"] = split.test_leaks
+        if split.new_images is not None:
+            out["new_images"] = split.new_images
     return out
 
 
@@ -330,40 +374,3 @@ def run_experiment(
     with Timer("train", into=timings):
         trained = train_model(name, split, settings, seed=seed, weights=weights, verbose=verbose)
     return trained, make_results(trained, dataset, split, settings, seed=seed, timings=timings)
-
-
-def cross_validate(
-    name: str, dataset: Dataset, settings: Profile, *, folds: int = 5, seed: int = 0, weights: str | None = None,
-    verbose: int | str = 0,
-) -> dict:
-    """Group-aware stratified k-fold cross-validation: one model per fold, metrics per fold and pooled.
-
-    Returns per-fold metrics, their mean and spread, the pooled out-of-fold metrics with a
-    bootstrap CI, and every out-of-fold prediction (``"predictions"``: id, fold, label, score).
-    """
-    per_fold, predictions = [], {"ids": [], "fold": [], "labels": [], "scores": [], "groups": []}
-    for k, (_, test) in enumerate(group_kfold(dataset.labels, dataset.groups, n_splits=folds, seed=seed)):
-        split = split_dataset(dataset, val_size=settings.val_size, seed=seed + k, test_index=test)
-        with Timer() as timer:
-            trained = train_model(name, split, settings, seed=seed + k, weights=weights, verbose=verbose,
-                                  copies_seed=seed)
-        fold_scores = predict_scores(trained.model, split.test.images, batch_size=settings.batch_size,
-                                     what=trained.describe())
-        metrics = classification_metrics(split.test.labels, fold_scores, list(dataset.class_names))
-        per_fold.append({"fold": k, "n_test": len(test), "weights": trained.weights_used,
-                         "train_seconds": round(timer.elapsed, 2),
-                         **{key: metrics.get(key) for key in ("accuracy", "auc", "sensitivity", "specificity")}})
-        predictions["ids"] += list(split.test.ids)
-        predictions["fold"] += [k] * len(test)
-        predictions["labels"] += split.test.labels.tolist()
-        predictions["scores"] += np.asarray(fold_scores).tolist()
-        predictions["groups"] += split.test.groups.tolist()
-    pooled = evaluate_predictions(np.asarray(predictions["labels"]), np.asarray(predictions["scores"]),
-                                  list(dataset.class_names), n_boot=settings.n_boot, seed=seed,
-                                  groups=np.asarray(predictions["groups"]))
-    summary = {}
-    for key in ("accuracy", "auc", "sensitivity", "specificity"):
-        values = np.array([f[key] for f in per_fold if f[key] is not None], dtype=float)
-        summary[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1))} if len(values) > 1 else None
-    return {"model": name, "folds": folds, "seed": seed, "per_fold": per_fold, "summary": summary,
-            "pooled": pooled, "predictions": predictions}

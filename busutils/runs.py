@@ -19,11 +19,12 @@ import keras
 import numpy as np
 import pandas as pd
 
+from .crossval import check_folds, compare_models
 from .data import Dataset, load_dataset
 from .duplicates import MAX_DISTANCE
 from .evaluate import metrics_table
-from .experiment import cross_validate, data_summary, evaluate_model, run_experiment
 from .cache import image_digests
+from .experiment import data_summary, evaluate_model, run_experiment
 from .models import MODEL_NAMES
 from .profiles import Profile, as_dict, get_profile
 from .results import environment_info, read_json, write_json_atomic
@@ -78,7 +79,10 @@ def train_run(
     Refuses an ``out`` folder that is not empty unless ``overwrite``; the run is written in a
     folder beside it and moved into place only when complete.  A test part that comes with the
     data and leaks is re-split by group unless ``keep_given_test`` (see
-    :func:`busutils.experiment.split_dataset`).
+    :func:`busutils.experiment.split_dataset`).  With ``folds``, the model is also
+    cross-validated by :func:`busutils.crossval.compare_models` (what ``compare`` runs, with
+    this seed), recorded under ``"cross_validation"``; the folds are checked against the data
+    before anything is trained.
     """
     settings = get_profile(profile, epochs=epochs)
     if folds and folds < 2:
@@ -86,10 +90,13 @@ def train_run(
     out = Path(out)
     _check_out(out, overwrite)
     dataset = load_dataset(data, task=task, image_size=settings.image_size, phantom_n=settings.phantom_n, seed=seed)
+    if folds:
+        check_folds(dataset, folds, seeds=[seed])
     trained, results = run_experiment(model, dataset, settings, seed=seed, weights=weights, verbose=verbose,
                                       keep_given_test=keep_given_test)
     if folds:
-        results["cross_validation"] = cross_validate(model, dataset, settings, folds=folds, seed=seed, weights=weights)
+        results["cross_validation"] = compare_models(dataset, settings, models=[model], folds=folds, seeds=[seed],
+                                                     weights=weights, log=print if verbose else None)
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}-new-", dir=out.parent))
     try:
@@ -195,14 +202,16 @@ def load_or_train(name: str, dataset: Dataset, settings: Profile, *, results_dir
 
 def run_label(results: dict, where: str = "this run") -> str:
     """A table row name for a run: ``"<model> (<where>)"``, flagged when VGG16 was not pre-trained on
-    ImageNet, when test images leak, and when a stage of its training diverged."""
+    ImageNet, when test images have a near-duplicate in training (``results["data"]["test_leaks"]``,
+    which every run records: 0 unless a leaking test part was kept on purpose), and when a stage of
+    its training diverged."""
     weights = str(results.get("weights", ""))
     flags = []
     if results["model"] != "baseline" and not weights.startswith("imagenet"):
         flags.append("RANDOM weights" if weights.startswith("random") else "not ImageNet weights")
     leaks = results.get("data", {}).get("test_leaks", 0)
     if leaks:
-        flags.append(f"{leaks} test images leak")
+        flags.append(f"{leaks} test image{' leaks' if leaks == 1 else 's leak'}")
     diverged = results.get("training", {}).get("diverged") or {}
     flags += [f"DIVERGED in {stage} at epoch {epoch}" for stage, epoch in diverged.items()]
     return f"{results['model']} ({', '.join([where] + flags)})"

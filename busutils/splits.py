@@ -1,16 +1,22 @@
-"""Group-aware, stratified splits.
+"""Group-aware, stratified splits, and a "new images" split.
 
 Every split keeps each duplicate group (see :mod:`busutils.duplicates`) on one side, so no
 near-copy of a test image is ever trained on, and keeps the class balance of each side close
 to the whole.  They are thin wrappers of scikit-learn's ``StratifiedGroupKFold``.
+
+A group-aware split still puts look-alikes on both sides: images of one machine, one depth,
+one kind of lesion, too unlike to be near-duplicates, alike enough to be easy.
+:func:`new_images_split` holds out instead the images least like all the others, so that its
+test part measures what a model does on images unlike any it trained on.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
-from .duplicates import MAX_DISTANCE, hamming_distances
+from .duplicates import MAX_DISTANCE, hamming_distances, perceptual_hashes, pixel_correlations
 
 
 def _check(labels: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +41,30 @@ def group_kfold(
         raise ValueError(f"only {n_groups} groups of images: cannot make {n_splits} folds")
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return [(np.sort(tr), np.sort(te)) for tr, te in splitter.split(np.zeros(len(labels)), labels, groups)]
+
+
+def check_fold_count(labels: np.ndarray, groups: np.ndarray | None = None, *, n_splits: int = 5,
+                     class_names: tuple[str, ...] | None = None) -> None:
+    """Raise ``ValueError`` unless ``n_splits`` group-aware folds can each test every class.
+
+    ``n_splits`` must be an integer of at least 2 and at most the number of duplicate groups
+    holding images of each class: with fewer groups, some fold would test no image of that
+    class, and its AUC would be undefined.  Cheap: run it before training anything.
+    """
+    labels, groups = _check(labels, groups)
+    if isinstance(n_splits, bool) or int(n_splits) != n_splits or n_splits < 2:
+        raise ValueError(f"folds must be an integer of at least 2, got {n_splits}")
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise ValueError(f"only {n_groups} groups of images: cannot make {n_splits} folds "
+                         "(near-duplicates share a fold); use fewer folds")
+    for label in np.unique(labels):
+        k = len(np.unique(groups[labels == label]))
+        if k < n_splits:
+            name = class_names[label] if class_names is not None else label
+            raise ValueError(f"class {name!r} has images in only {k} duplicate group(s): cannot make {n_splits} "
+                             f"folds that each test it (its AUC would be undefined); use {max(k, 2)} folds or "
+                             "fewer, or more data")
 
 
 def assign_folds(labels: np.ndarray, groups: np.ndarray | None = None, *, n_splits: int = 5, seed: int = 0) -> np.ndarray:
@@ -74,7 +104,11 @@ def check_disjoint(groups: np.ndarray, first: np.ndarray, second: np.ndarray) ->
 
 
 def count_leaks(groups: np.ndarray, train: np.ndarray, test: np.ndarray) -> int:
-    """Test images with a near-duplicate in the training part: what a split by image leaks."""
+    """Test images whose duplicate group has a member in the training part: what a split by image leaks.
+
+    With the groups of :func:`busutils.duplicates.groups_from_hashes` this is 0 exactly when
+    :func:`count_hash_leaks` is.
+    """
     groups = np.asarray(groups)
     return int(np.isin(groups[np.asarray(test, dtype=int)], groups[np.asarray(train, dtype=int)]).sum())
 
@@ -114,3 +148,99 @@ def count_hash_leaks(hashes: np.ndarray, train: np.ndarray, test: np.ndarray, ma
     distances = hamming_distances(np.asarray(hashes, dtype=np.uint64))
     close = distances[np.ix_(np.asarray(test, dtype=int), np.asarray(train, dtype=int))] <= max_distance
     return int(close.any(axis=1).sum())
+
+
+#: What "alike" means for :func:`new_images_split`: stated in every split it makes.
+NEW_IMAGES_SIMILARITY = "Pearson correlation of the pixels at 64x64 (busutils.duplicates.pixel_correlations)"
+_THRESHOLD_STEP = 0.005  # thresholds tried, in correlation
+
+
+def new_images_split(
+    images: np.ndarray,
+    labels: np.ndarray,
+    hashes: np.ndarray | None = None,
+    *,
+    test_size: float = 0.3,
+    seed: int = 0,
+    max_similarity: float | None = None,
+    max_distance: int = MAX_DISTANCE,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Rest and test indices, the test part made of images unlike every image of the rest.
+
+    Two images are *alike* when their pixels at 64 px correlate at ``threshold`` or more, or
+    when their perceptual hashes are near-duplicates (at most ``max_distance`` bits apart).
+    Images joined by a chain of alike pairs form a cluster; the test part is made of whole
+    clusters other than the largest, so that no test image is alike any image of the rest.  The
+    threshold is the lowest (the strictest: the test images as unlike the rest as possible) at
+    which such clusters hold ``test_size`` of every class, to 2% (at least one image);
+    ``seed`` draws which of the clusters at that threshold fill each class's share.  The threshold is not allowed above ``max_similarity``, by default the median, over
+    all images, of the correlation with their nearest neighbour: every test image is then less
+    like its nearest image in the rest than the typical image is like its own.
+
+    Returns sorted ``(rest, test)`` indices and a JSON-ready record: the similarity, the
+    threshold, the ceiling it was allowed, the largest correlation and the smallest hash
+    distance between a test image and an image of the rest.  Raises ``ValueError`` when no
+    threshold up to the ceiling gives such a part (e.g. every image has a close look-alike).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError(f"labels must give one label per image: {len(images)} images, labels of shape {labels.shape}")
+    if not 0 < test_size < 1:
+        raise ValueError(f"test_size must be between 0 and 1, got {test_size}")
+    classes, labels = np.unique(labels, return_inverse=True)
+    per_class = np.bincount(labels)
+    if len(classes) < 2 or per_class.min() < 2:
+        raise ValueError(f"a new-images split needs two images of each of two classes or more; got {per_class.tolist()} "
+                         f"images of classes {classes.tolist()}")
+    hashes = perceptual_hashes(images) if hashes is None else np.asarray(hashes, dtype=np.uint64)
+    correlations = pixel_correlations(images)
+    near = hamming_distances(hashes) <= max_distance
+    np.fill_diagonal(correlations, -1.0)
+    nearest = correlations.max(axis=1)
+    ceiling = float(np.median(nearest)) if max_similarity is None else float(max_similarity)
+    quota = np.maximum(1, np.round(test_size * per_class)).astype(int)
+    slack = np.maximum(1, (0.02 * quota).astype(int))
+    start = np.floor(nearest.min() / _THRESHOLD_STEP) * _THRESHOLD_STEP
+    best = np.zeros_like(quota)
+    for threshold in np.append(np.round(np.arange(start, ceiling, _THRESHOLD_STEP), 6), ceiling):
+        _, clusters = connected_components((correlations >= threshold) | near, directed=False)
+        chosen, taken = _fill(clusters, labels, quota, np.random.default_rng(seed))
+        best = np.maximum(best, taken)
+        if np.all(taken >= quota - slack):
+            break
+    else:
+        short = ", ".join(f"{best[c]} of the {quota[c]} images of class {classes[c]} asked for"
+                          for c in range(len(classes)) if best[c] < quota[c] - slack[c])
+        raise ValueError(f"no new-images part of {test_size:.0%} of each class: up to a correlation of {ceiling:.3f} "
+                         f"(the ceiling), only {short} are unlike every image outside their cluster. Hold out "
+                         "less (test_size), allow more alike images (max_similarity), or use the group-aware split")
+    test = np.flatnonzero(np.isin(clusters, chosen))
+    rest = np.setdiff1d(np.arange(len(labels)), test)
+    cross = np.ix_(test, rest)
+    record = {
+        "similarity": NEW_IMAGES_SIMILARITY,
+        "threshold": float(threshold),
+        "ceiling": ceiling,
+        "max_correlation": float(correlations[cross].max()),
+        "min_hash_distance": int(hamming_distances(hashes)[cross].min()),
+        "max_distance": int(max_distance),
+        "nearest_neighbour_median": float(np.median(nearest)),
+    }
+    return rest, test, record
+
+
+def _fill(clusters: np.ndarray, labels: np.ndarray, quota: np.ndarray,
+          rng: np.random.Generator) -> tuple[list[int], np.ndarray]:
+    """Whole clusters, in an order drawn by ``rng``, the largest never, each taken while no class
+    exceeds its quota; returns the clusters taken and the images of each class they hold."""
+    sizes = np.bincount(clusters)
+    counts = np.zeros((len(sizes), len(quota)), dtype=int)
+    np.add.at(counts, (clusters, labels), 1)
+    taken, chosen = np.zeros_like(quota), []
+    for cluster in rng.permutation(len(sizes)):
+        if cluster != np.argmax(sizes) and np.all(taken + counts[cluster] <= quota):
+            taken += counts[cluster]
+            chosen.append(int(cluster))
+            if np.array_equal(taken, quota):
+                break
+    return chosen, taken

@@ -40,11 +40,38 @@ def test_data_text(folder, capsys):
 def test_split_json_assigns_every_file_a_fold(folder, capsys):
     assert main(["split", str(folder), "--folds", "5", "--seed", "0", "--json"]) == 0
     table = json.loads(capsys.readouterr().out)
-    assert len(table["files"]) == 25 and {row["fold"] for row in table["files"]} == set(range(5))
+    assert len(table["files"]) == 20 and {row["class"] for row in table["files"]} == {"benign", "malignant"}
+    assert {row["fold"] for row in table["files"]} == set(range(5))
+    assert table["task"] == "benign-malignant" and table["image_size"] == 128  # train's defaults
+    assert [s["file"].split("/")[-1] for s in table["skipped"]] == ["benign (99).png"]
     by_group = {}
     for row in table["files"]:
         by_group.setdefault(row["group"], set()).add(row["fold"])
     assert all(len(folds) == 1 for folds in by_group.values())
+    assert main(["split", str(folder), "--folds", "3", "--task", "three-class", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["files"]) == 25  # the normal images take part too
+
+
+@pytest.mark.parametrize("task, profile, seed", [("benign-malignant", "quick", 0), ("three-class", "paper", 3)])
+def test_split_cuts_the_folds_that_train_and_compare_cut(folder, capsys, task, profile, seed):
+    from busutils.crossval import check_folds
+    from busutils.data import load_dataset
+    from busutils.images import ImageWarning
+    from busutils.profiles import get_profile
+
+    assert main(["split", str(folder), "--folds", "4", "--seed", str(seed), "--task", task, "--profile", profile,
+                 "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    settings = get_profile(profile)
+    with pytest.warns(ImageWarning, match=r"benign \(99\)"):  # the broken file, skipped as split skipped it
+        dataset = load_dataset(folder, task=task, image_size=settings.image_size)  # as train and compare load it
+    folds = {dataset.ids[i]: k for k, (_, test) in enumerate(check_folds(dataset, 4, [seed])[seed]) for i in test}
+    assert {row["file"]: row["fold"] for row in table["files"]} == folds
+
+
+def test_split_refuses_more_folds_than_a_class_can_fill(folder, capsys):
+    assert main(["split", str(folder), "--folds", "9"]) == 2
+    assert "class 'malignant' has images in only 8 duplicate group(s): cannot make 9 folds" in capsys.readouterr().err
 
 
 def test_unreadable_folder_exits_nonzero_with_a_message(tmp_path):

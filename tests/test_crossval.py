@@ -178,3 +178,110 @@ def test_cli_writes_one_json_and_prints_the_tables(tmp_path):
     assert len(set(result["predictions"]["id"])) == len(result["predictions"]["id"]) == 32
     assert "vgg16-transfer − baseline" in proc.stdout and "RANDOM weights" in proc.stdout
     assert f"comparison written to {out}" in proc.stdout
+
+
+class _Untrained:
+    """Stands in for a trained model where a test checks what happens around training, not training."""
+
+    weights_used = "random (trained from scratch)"
+    seconds = 0.0
+    model = None
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("nothing may be trained before the folds are checked")
+
+
+@pytest.fixture
+def few_malignant_groups(tmp_path):
+    """A folder whose 3 malignant images are 3 duplicate groups: at most 3 folds can each test malignant."""
+    return write_busi_layout(tmp_path / "data", {"benign": 12, "malignant": 3}, size=48, seed=1)
+
+
+def test_train_folds_refuses_an_impossible_k_before_training(few_malignant_groups, tmp_path, capsys, monkeypatch):
+    from busutils import crossval, experiment, runs
+
+    for module in (runs, crossval, experiment):
+        for name in ("run_experiment", "train_model"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, _no_training)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(few_malignant_groups), "--model", "baseline", "--folds", "4",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "class 'malignant' has images in only 3 duplicate group(s): cannot make 4 folds" in err
+    assert not out.exists()
+    assert main(["train", "--data", str(few_malignant_groups), "--model", "baseline", "--folds", "16",
+                 "--out", str(out)]) == 2
+    assert "only 15 groups of images: cannot make 16 folds" in capsys.readouterr().err and not out.exists()
+    assert main(["compare", "--data", str(few_malignant_groups), "--models", "baseline", "--folds", "4",
+                 "--out", str(tmp_path / "c.json")]) == 2
+    assert "cannot make 4 folds" in capsys.readouterr().err
+
+
+def test_undefined_fold_metrics_are_counted_never_averaged(tiny_data, monkeypatch):
+    from busutils import crossval
+
+    real_metrics = crossval.classification_metrics
+    calls = []
+
+    def one_fold_undefined(labels, scores, names):
+        metrics = dict(real_metrics(labels, scores, names))
+        calls.append(len(calls))
+        if len(calls) == 2:  # the second fold tested one class only, say: its AUC is undefined (NaN)
+            metrics["auc"] = float("nan")
+        return metrics
+
+    monkeypatch.setattr(crossval, "train_model", lambda *args, **kwargs: _Untrained())
+    monkeypatch.setattr(crossval, "predict_scores",
+                        lambda model, images, batch_size: images.reshape(len(images), -1).mean(axis=1) / 255)
+    monkeypatch.setattr(crossval, "classification_metrics", one_fold_undefined)
+    result = compare_models(tiny_data, tiny_profile(), models=["baseline"], folds=3, log=None)
+    model = result["models"]["baseline"]
+    aucs = [f["auc"] for f in model["per_fold"]]
+    assert aucs[1] is None and None not in (aucs[0], aucs[2])
+    summary = model["summary"]["auc"]
+    assert summary["n"] == 2 and summary["n_undefined"] == 1
+    assert summary["mean"] == pytest.approx((aucs[0] + aucs[2]) / 2)  # the defined folds; the NaN is not averaged
+    assert model["summary"]["accuracy"]["n_undefined"] == 0
+    assert "(1 of 3 folds undefined)" in summary_table(result).iloc[0][("AUC", "folds: mean ± SD")]
+    assert all(f["test_leaks"] == 0 for f in model["per_fold"]) and model["test_leaks"] == 0
+    assert "leak" not in model["label"]
+
+
+@pytest.mark.slow
+def test_train_folds_and_compare_give_the_same_numbers(tmp_path, capsys):
+    folder = write_busi_layout(tmp_path / "data", {"benign": 24, "malignant": 12}, size=48, seed=4)
+    common = ["--data", str(folder), "--folds", "2", "--epochs", "1", "--profile", "quick"]
+    assert main(["train", "--model", "baseline", "--seed", "2", "--out", str(tmp_path / "run"), *common]) == 0
+    assert "2-fold cross-validation: test AUC per fold" in capsys.readouterr().out
+    assert main(["compare", "--models", "baseline", "--seeds", "2", "--out", str(tmp_path / "c.json"), *common]) == 0
+    trained = read_json(tmp_path / "run" / "results.json")["cross_validation"]
+    compared = read_json(tmp_path / "c.json")
+    assert trained["protocol"] == compared["protocol"]
+    mine, theirs = trained["models"]["baseline"], compared["models"]["baseline"]
+    metrics = ("n_test", "test_leaks", "auc", "accuracy", "sensitivity", "specificity")
+    assert [[f[k] for k in metrics] for f in mine["per_fold"]] == [[f[k] for k in metrics] for f in theirs["per_fold"]]
+    assert mine["summary"] == theirs["summary"] and mine["pooled"]["metrics"] == theirs["pooled"]["metrics"]
+    assert trained["predictions"] == compared["predictions"]
+
+
+def test_a_model_with_scores_that_are_not_finite_is_named_with_its_fold(tiny_data, monkeypatch):
+    import keras
+
+    from busutils import crossval
+
+    class Broken(_Untrained):
+        model = keras.Sequential([keras.Input((48, 48, 3)), keras.layers.Flatten(),
+                                  keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer="zeros")],
+                                 name="broken")
+        diverged = {"baseline": 1}
+
+        def describe(self):
+            return "baseline (after its baseline stage, float32)"
+
+    Broken.model.layers[-1].bias.assign([np.nan])
+    monkeypatch.setattr(crossval, "train_model", lambda *args, **kwargs: Broken())
+    with pytest.raises(ValueError, match=r"baseline \(after its baseline stage, float32\), seed 4, fold 1/3 gave "
+                                         r"scores that are not finite"):
+        compare_models(tiny_data, tiny_profile(), models=["baseline"], folds=3, seeds=[4], log=None)

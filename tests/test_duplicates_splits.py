@@ -1,4 +1,5 @@
-"""Planted near-duplicates are found, reported, and never split."""
+"""Planted near-duplicates are found, reported, and never split; planted look-alikes stay out of a
+new-images test part."""
 
 from __future__ import annotations
 
@@ -11,19 +12,29 @@ from scipy.sparse.csgraph import connected_components
 from busutils.data import phantom_dataset
 from busutils.duplicates import (
     MAX_DISTANCE,
+    bootstrap_groups,
     distance_gap,
     duplicate_groups,
     duplicate_report,
     groups_from_hashes,
     hamming_distances,
     perceptual_hashes,
+    pixel_correlations,
 )
 from busutils.phantom import make_phantom
-from busutils.splits import assign_folds, check_disjoint, count_hash_leaks, group_kfold, group_train_test_split
+from busutils.splits import (
+    assign_folds,
+    check_disjoint,
+    check_fold_count,
+    count_hash_leaks,
+    group_kfold,
+    group_train_test_split,
+    new_images_split,
+)
 
-# The largest group of look-alikes we accept on data without copies.  BUSI's true near-copy
-# groups (frames of one lesion) hold at most 5 images; a group of unrelated images more than
-# twice that size means chaining (single linkage made groups of 72 on the phantom).
+# The largest bootstrap unit we accept on data without copies.  BUSI's true near-copy groups
+# (frames of one lesion) hold at most 5 images; a unit of unrelated images more than twice that
+# size means chaining (connected components of 72 images on the phantom at 224 px).
 MAX_LOOKALIKE_GROUP = 10
 
 
@@ -152,25 +163,87 @@ def lookalike_hashes(n: int, dim: int = 12, seed: int = 0) -> np.ndarray:
     return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
 
 
-def test_lookalikes_are_not_chained_into_large_groups():
+def test_lookalikes_chain_into_groups_that_the_bootstrap_cuts_into_small_units():
     hashes = lookalike_hashes(1300)
     distances = hamming_distances(hashes)
-    _, pieces = connected_components(distances <= MAX_DISTANCE, directed=False)
-    assert np.bincount(pieces).max() > 100  # joining every close pair chains hundreds of images
     groups = groups_from_hashes(hashes)
-    assert np.bincount(groups).max() <= MAX_LOOKALIKE_GROUP
-    for g in np.flatnonzero(np.bincount(groups) > 1):
-        members = np.flatnonzero(groups == g)
+    assert np.bincount(groups).max() > 100  # joining every close pair chains hundreds of images ...
+    i, j = np.nonzero(np.triu(distances <= MAX_DISTANCE, k=1))
+    assert np.array_equal(groups[i], groups[j])  # ... so that no close pair is ever split
+    units = bootstrap_groups(hashes)
+    assert np.bincount(units).max() <= MAX_LOOKALIKE_GROUP  # the bootstrap resamples small pieces
+    for g in np.flatnonzero(np.bincount(units) > 1):
+        members = np.flatnonzero(units == g)
         assert distances[np.ix_(members, members)].max() <= 2 * MAX_DISTANCE
+        assert len(set(groups[members])) == 1  # each piece inside one duplicate group
     assert not distance_gap(hashes)["has_gap"]
 
 
 @pytest.mark.slow
-def test_phantom_lookalikes_are_not_chained():
+def test_phantom_lookalikes_are_cut_into_small_bootstrap_units():
     dataset = phantom_dataset(1300, image_size=224)
-    groups = groups_from_hashes(dataset.hashes)
-    assert np.bincount(groups).max() <= MAX_LOOKALIKE_GROUP
+    assert np.bincount(bootstrap_groups(dataset.hashes)).max() <= MAX_LOOKALIKE_GROUP
     assert not distance_gap(dataset.hashes)["has_gap"]
+
+
+def chain_dataset(n_chains: int = 3, length: int = 6, n_other: int = 60, seed: int = 0):
+    """Unrelated images plus chains of images whose hashes are 8 bits apart link by link.
+
+    Each link flips 8 bits no earlier link flipped, so images two links apart are 16 bits apart,
+    beyond the 10-bit threshold: only neighbours in a chain are near-duplicates, and a chain
+    spans far more than twice the threshold.
+    """
+    from busutils.data import Dataset
+
+    rng = np.random.default_rng(seed)
+    bits = []
+    for _ in range(n_chains):
+        start = rng.random(64) < 0.5
+        for link in range(length):
+            flipped = start.copy()
+            flipped[:8 * link] ^= True
+            bits.append(flipped)
+    bits += list(rng.random((n_other, 64)) < 0.5)
+    hashes = np.packbits(np.array(bits), axis=1).view(">u8").ravel().astype(np.uint64)
+    n = len(hashes)
+    labels = rng.permutation(np.arange(n) % 3 == 0).astype(np.int64)
+    return Dataset(images=np.zeros((n, 8, 8), np.uint8), labels=labels, class_names=("benign", "malignant"),
+                   ids=[f"image {i}" for i in range(n)], source="chains", layout="test", task="benign-malignant",
+                   hash_values=hashes)
+
+
+def test_every_pair_within_the_threshold_stays_on_one_side_of_every_split():
+    from busutils.experiment import split_dataset
+
+    data = chain_dataset()
+    distances = hamming_distances(data.hashes)
+    i, j = np.nonzero(np.triu(distances <= MAX_DISTANCE, k=1))
+    links = {(a, b) for a, b in zip(i.tolist(), j.tolist())}
+    assert links == {(c * 6 + k, c * 6 + k + 1) for c in range(3) for k in range(5)}  # the chains' links only
+    assert set(distances[i, j].tolist()) == {8}
+    # The cut pieces would split the chains: a split by them could put a link across ...
+    units = bootstrap_groups(data.hashes)
+    assert any(units[a] != units[b] for a, b in links)
+
+    def one_side(*parts):
+        """Every link's two images in the same part of a split (the parts cover every image)."""
+        side = np.full(len(data), -1)
+        for k, part in enumerate(parts):
+            side[part] = k
+        assert (side >= 0).all()
+        return all(side[a] == side[b] for a, b in links)
+
+    # ... the duplicate groups, which every split keeps whole, never do.
+    for seed in range(5):
+        train, test = group_train_test_split(data.labels, data.groups, test_size=0.3, seed=seed)
+        assert one_side(train, test) and count_hash_leaks(data.hashes, train, test) == 0
+        for train, test in group_kfold(data.labels, data.groups, n_splits=4, seed=seed):
+            assert one_side(train, test) and count_hash_leaks(data.hashes, train, test) == 0
+        split = split_dataset(data, seed=seed)
+        assert one_side(split.index["train"], split.index["val"], split.index["test"])
+        assert split.test_leaks == 0
+    folds = assign_folds(data.labels, data.groups, n_splits=5, seed=0)
+    assert all(folds[a] == folds[b] for a, b in links)
 
 
 def test_chains_of_copies_stay_together():
@@ -241,3 +314,113 @@ def test_leaked_pairs_names_each_leaked_test_image_and_a_training_copy():
     assert leaked_pairs(groups, train, test) == [(1, 0), (4, 3)]  # 4's first training copy is 3
     assert len(leaked_pairs(groups, train, test)) == count_leaks(groups, train, test)
     assert leaked_pairs(groups, [0, 2], [3, 5]) == []
+
+
+@pytest.fixture(scope="module")
+def lookalikes():
+    """150 phantom images plus 15 planted look-alikes: an image moved 3 pixels sideways, brighter and
+    re-speckled, under the same label.  Alike as a whole picture, yet often more than 10 hash bits
+    from its original: a near-duplicate check alone lets such pairs straddle a split."""
+    images, names, _ = make_phantom(150, size=64, seed=5)
+    labels = (names == "malignant").astype(np.int64)
+    rng = np.random.default_rng(0)
+    sources = list(range(0, 150, 10))
+    copies = [np.clip(np.roll(images[s].astype(float), 3, axis=1) * 1.1 + rng.normal(0, 8, images[s].shape), 0, 255)
+              for s in sources]
+    pairs = [(source, 150 + k) for k, source in enumerate(sources)]
+    return (np.concatenate([images, np.stack(copies).astype(np.uint8)]),
+            np.concatenate([labels, labels[sources]]), pairs)
+
+
+def test_new_images_split_puts_no_planted_lookalike_of_a_training_image_into_its_test_part(lookalikes):
+    images, labels, pairs = lookalikes
+    hashes = perceptual_hashes(images)
+    distances = hamming_distances(hashes)
+    assert any(distances[a, b] > MAX_DISTANCE for a, b in pairs)  # beyond the near-duplicate threshold
+    straddled = 0
+    for seed in range(5):  # so a group-aware split puts some of them on both sides
+        _, test = group_train_test_split(labels, groups_from_hashes(hashes), seed=seed)
+        straddled += sum((a in test) != (b in test) for a, b in pairs)
+    assert straddled > 0
+    correlations = pixel_correlations(images)
+    in_test = 0
+    for seed in range(3):
+        rest, test, record = new_images_split(images, labels, hashes, test_size=0.3, seed=seed)
+        assert all(correlations[a, b] >= record["threshold"] for a, b in pairs)  # every planted pair is alike
+        assert all((a in test) == (b in test) for a, b in pairs)  # and never straddles the split
+        in_test += sum(a in test for a, _ in pairs)
+        assert len(np.intersect1d(rest, test)) == 0 and len(rest) + len(test) == len(labels)
+        assert correlations[np.ix_(test, rest)].max() == pytest.approx(record["max_correlation"])
+        assert record["max_correlation"] < record["threshold"] <= record["ceiling"]
+        assert record["min_hash_distance"] > MAX_DISTANCE == record["max_distance"]
+        quota = np.round(0.3 * np.bincount(labels))
+        assert np.all(np.abs(np.bincount(labels[test]) - quota) <= np.maximum(1, 0.02 * quota))  # stratified
+        again = new_images_split(images, labels, hashes, test_size=0.3, seed=seed)
+        np.testing.assert_array_equal(again[1], test)  # deterministic by seed
+        assert again[2] == record
+    assert in_test > 0  # look-alike pairs did fall into test parts: together
+
+
+def test_new_images_split_refuses_data_that_cannot_give_such_a_part(lookalikes):
+    images, labels, _ = lookalikes
+    rng = np.random.default_rng(1)
+    copies = np.clip(images[0].astype(float) + rng.normal(0, 2, (20, *images[0].shape)), 0, 255).astype(np.uint8)
+    with pytest.raises(ValueError, match="no new-images part.*group-aware split"):
+        new_images_split(copies, np.arange(20) % 2)  # every image a copy of every other
+    with pytest.raises(ValueError, match="no new-images part"):
+        new_images_split(images, labels, max_similarity=0.0)  # every image alike another at 0
+    with pytest.raises(ValueError, match="two images of each"):
+        new_images_split(images[:5], np.array([0, 0, 0, 0, 1]))
+    with pytest.raises(ValueError, match="test_size"):
+        new_images_split(images, labels, test_size=1.0)
+    with pytest.raises(ValueError, match="one label per image"):
+        new_images_split(images, labels[:-1])
+
+
+def test_split_dataset_builds_new_images_test_and_validation_parts(lookalikes):
+    from busutils.data import Dataset
+    from busutils.experiment import data_summary, split_dataset
+
+    images, labels, pairs = lookalikes
+    data = Dataset(images=images, labels=labels, class_names=("benign", "malignant"),
+                   ids=[f"image {i}" for i in range(len(labels))], source="planted", layout="test",
+                   task="benign-malignant")
+    split = split_dataset(data, test_size=0.3, val_size=0.2, seed=0, test_part="new-images")
+    side = np.full(len(labels), "")
+    for part, index in split.index.items():
+        side[index] = part
+    assert (side != "").all()
+    assert all(side[a] == side[b] for a, b in pairs)  # no planted look-alike across any two parts
+    assert split.test_leaks == 0 and split.test_part.startswith("new images")
+    correlations = pixel_correlations(images)
+    for part, rest in (("test", np.concatenate([split.index["train"], split.index["val"]])),
+                       ("val", split.index["train"])):
+        assert correlations[np.ix_(split.index[part], rest)].max() < split.new_images[part]["threshold"]
+    assert abs(len(split.val) - 0.2 * (len(split.train) + len(split.val))) <= 2
+    summary = data_summary(data, split)
+    assert summary["new_images"] == split.new_images and summary["test_leaks"] == 0
+    with pytest.raises(ValueError, match="test_part"):
+        split_dataset(data, test_part="hardest")
+    with pytest.raises(ValueError, match="chooses its own test part"):
+        split_dataset(data, test_part="new-images", test_index=np.arange(10))
+
+
+def test_real_busi_new_images_split(busi_dir):
+    data = load_folder(busi_dir, image_size=128)
+    rest, test, record = new_images_split(data.images, data.labels, data.hashes, test_size=0.3, seed=0)
+    assert np.all(np.abs(np.bincount(data.labels[test]) - np.round(0.3 * np.bincount(data.labels))) <= 2)
+    assert record["max_correlation"] < record["threshold"] < record["nearest_neighbour_median"]
+    assert count_hash_leaks(data.hashes, rest, test) == 0
+
+
+def test_folds_are_checked_against_the_groups_of_each_class():
+    labels = np.array([0] * 10 + [1] * 4)
+    groups = np.array(list(range(10)) + [10, 10, 11, 12])  # the 4 malignant images in 3 groups
+    check_fold_count(labels, groups, n_splits=3)
+    with pytest.raises(ValueError, match="class 'malignant' has images in only 3 duplicate group.*use 3 folds"):
+        check_fold_count(labels, groups, n_splits=4, class_names=("benign", "malignant"))
+    with pytest.raises(ValueError, match="only 13 groups of images: cannot make 14 folds"):
+        check_fold_count(labels, groups, n_splits=14)
+    for bad in (1, 2.5, True):
+        with pytest.raises(ValueError, match="at least 2"):
+            check_fold_count(labels, groups, n_splits=bad)

@@ -114,6 +114,16 @@ def test_run_label_flags_every_vgg16_row_not_pre_trained_on_imagenet(weights, fl
 def test_run_label_shows_a_leaking_test_part():
     assert run_label({"model": "baseline", "weights": "random (trained from scratch)",
                       "data": {"test_leaks": 3}}) == "baseline (this run, 3 test images leak)"
+    assert run_label({"model": "baseline", "weights": "random (trained from scratch)",
+                      "data": {"test_leaks": 1}}) == "baseline (this run, 1 test image leaks)"
+    assert run_label({"model": "baseline", "weights": "random (trained from scratch)",
+                      "data": {"test_leaks": 0}}) == "baseline (this run)"
+
+
+def test_every_run_records_its_test_images_with_a_near_duplicate_in_training(run):
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["data"]["test_leaks"] == 0  # checked pair by pair against training and validation images
+    assert run_label(saved) == "baseline (this run)"
 
 
 def test_collect_results_refuses_to_mix_tasks_seeds_profiles_and_data(tmp_path):
