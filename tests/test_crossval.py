@@ -186,6 +186,10 @@ class _Untrained:
     weights_used = "random (trained from scratch)"
     seconds = 0.0
     model = None
+    diverged: dict = {}
+
+    def describe(self) -> str:
+        return "baseline (untrained stand-in)"
 
 
 def _no_training(*args, **kwargs):
@@ -234,7 +238,7 @@ def test_undefined_fold_metrics_are_counted_never_averaged(tiny_data, monkeypatc
 
     monkeypatch.setattr(crossval, "train_model", lambda *args, **kwargs: _Untrained())
     monkeypatch.setattr(crossval, "predict_scores",
-                        lambda model, images, batch_size: images.reshape(len(images), -1).mean(axis=1) / 255)
+                        lambda model, images, batch_size, what: images.reshape(len(images), -1).mean(axis=1) / 255)
     monkeypatch.setattr(crossval, "classification_metrics", one_fold_undefined)
     result = compare_models(tiny_data, tiny_profile(), models=["baseline"], folds=3, log=None)
     model = result["models"]["baseline"]
@@ -275,7 +279,6 @@ def test_a_model_with_scores_that_are_not_finite_is_named_with_its_fold(tiny_dat
         model = keras.Sequential([keras.Input((48, 48, 3)), keras.layers.Flatten(),
                                   keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer="zeros")],
                                  name="broken")
-        diverged = {"baseline": 1}
 
         def describe(self):
             return "baseline (after its baseline stage, float32)"
