@@ -6,13 +6,16 @@ The end-to-end check in a stand-in for Colab's own environment is tests/test_col
 from __future__ import annotations
 
 import ast
+import html
 import re
 import sys
 import types
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
+from PIL import Image
 
 import book_sources
 from busutils import precision, profiles
@@ -66,3 +69,44 @@ def test_every_path_a_notebook_writes_is_inside_its_working_folder(path):
     literals = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
     paths_outside = [s for s in literals if re.fullmatch(r"(\.\./|/)[\w.-][\w./-]*", s)]
     assert paths_outside == [], f"{path.name} names a path outside its working folder"
+
+
+def test_the_data_banner_names_the_data_set_and_its_source_never_a_path_of_this_machine(tmp_path, monkeypatch):
+    from busutils.data import banner, describe, load_dataset
+
+    folder = tmp_path / "build-machine" / "busi"
+    for k, cls in enumerate(("benign", "malignant", "normal")):
+        (folder / cls).mkdir(parents=True)
+        for i in range(3):
+            pixels = np.random.default_rng(10 * k + i).integers(0, 255, (40, 40), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / cls / f"{cls} ({i + 1}).png")
+    monkeypatch.setenv("BUSI_DIR", str(folder))
+    data = load_dataset(None, task="benign-malignant", image_size=16)
+    for shown in (describe(data), html.unescape(banner(data).data)):
+        assert str(tmp_path) not in shown and "/build-machine" not in shown
+        assert "BUSI, the Breast Ultrasound Images data set (Al-Dhabyani et al., 2020; CC BY 4.0)" in shown
+        assert "read from the folder $BUSI_DIR ('busi')" in shown
+    monkeypatch.delenv("BUSI_DIR")
+    assert describe(load_dataset(folder, task="benign-malignant", image_size=16)).endswith(
+        "read from the folder 'busi'")
+    phantom = load_dataset(None, task="benign-malignant", image_size=32, phantom_n=12)
+    assert "synthetic phantom (n=12" in describe(phantom) and str(tmp_path) not in banner(phantom).data
+
+
+def test_the_run_time_note_names_the_machine_never_its_folders_and_the_build_reports_any_page_that_does():
+    import execute_book
+
+    machine = {"cpu": "Example CPU @ 2.0GHz", "cores": 2, "gpus": [], "platform": "Linux"}
+    note = execute_book.run_note(75, machine, "quick")
+    assert note == ("This chapter ran in 1 min 15 s on Example CPU @ 2.0GHz, 2 cores, profile quick, "
+                    "in this build of the book.")
+    build = Path("/srv/build/book/_build/src")
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("print(root)", outputs=[nbformat.v4.new_output(
+            "stream", name="stdout", text=f"data from {build}/book/results\n")]),
+        nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output(
+            "display_data", data={"text/html": "<b>BUSI</b>, read from the folder 'busi'"})]),
+        nbformat.v4.new_code_cell("y", outputs=[nbformat.v4.new_output(
+            "execute_result", data={"text/plain": f"PosixPath('{build}/x')"}, execution_count=1)]),
+    ])
+    assert execute_book.machine_paths(notebook, [build, Path("/")]) == ["cell 0", "cell 2"]
