@@ -22,9 +22,11 @@ copy reused when its hash still matches.  This module keeps what pooch does not 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -62,6 +64,7 @@ HASH_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 _CHUNK = 1024 * 1024  # bytes read and written at a time
+_LOG = logging.getLogger(__name__)
 _STAMP = ".busutils-verified"  # written inside folders made by fetch_dataset
 
 
@@ -109,8 +112,16 @@ def load_manifest() -> dict[str, dict]:
 
 
 def _image_manifest_file(name: str) -> dict[str, str] | None:
-    """The per-image hashes shipped as ``busutils/<name>``, or None while none is recorded."""
-    resource = resources.files("busutils").joinpath(name)
+    """The per-image hashes in the file ``name``, or None while none is recorded.
+
+    The file sits beside the manifest that names it: ``$BUSUTILS_DATASETS``'s folder, else the
+    package's (``busutils/<name>``).
+    """
+    other = os.environ.get("BUSUTILS_DATASETS")
+    if other:
+        resource = Path(other).expanduser().parent / name
+    else:
+        resource = resources.files("busutils").joinpath(name)
     if not resource.is_file():
         return None
     return json.loads(resource.read_text(encoding="utf-8"))["images"]
@@ -524,6 +535,17 @@ def sources(entry: dict, sha256: str | None = None) -> list[dict]:
     return out
 
 
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger):
+    """Hide ``logger``'s notes (pooch's advice to record a hash) where the images are checked instead."""
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _stamp(source: dict, how: str) -> str:
     return f"{source['url']}\n{how}\n"
 
@@ -621,7 +643,7 @@ def fetch_dataset(
             expected = None
         try:
             if source["verify"] == "images":
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), _quiet(pooch.get_logger()):
                     warnings.simplefilter("ignore", UserWarning)  # the images are checked below
                     path = download_file(source["url"], dest, expected_hash=None, timeout=timeout,
                                          progress=progress, tls_verify=source["tls_verify"])
@@ -639,6 +661,10 @@ def fetch_dataset(
                 dest.unlink(missing_ok=True)  # never keep an archive whose images failed
             errors.append(error)
             failures.append(f"  {source['url']}\n    " + str(error).replace("\n", "\n    "))
+            if source is not tried[-1]:
+                lines = str(error).splitlines()  # one line, or the URL's own line of a list
+                _LOG.warning("%s could not be used (%s); trying the next source", source["url"],
+                             lines[2].strip() if len(lines) > 2 else lines[0])
     if len(errors) == 1 and len(failures) == 1:
         raise errors[0]
     kind = ChecksumError if errors and all(isinstance(e, ChecksumError) for e in errors) else DownloadError
@@ -653,13 +679,12 @@ def write_image_manifest(name: str, out: str | os.PathLike, **fetch_options) -> 
     """
     root = fetch_dataset(name, **fetch_options)
     cache = Path(fetch_options.get("cache_dir") or default_cache_dir()).expanduser() / name
-    how = (cache / "extracted" / _STAMP).read_text(encoding="utf-8").splitlines()[1]
+    url, how = (cache / "extracted" / _STAMP).read_text(encoding="utf-8").splitlines()[:2]
     if how.startswith("images"):
         raise DownloadError(f"{name} came from a mirror checked by its images ({how}); a manifest "
                             "is recorded only from a source verified by its own checksum")
     record = {"about": f"Content hash (busutils.download.image_hash) of every image of {name!r}, "
-                       f"recorded from {(cache / 'extracted' / _STAMP).read_text().splitlines()[0]} "
-                       f"({how}).", "images": image_manifest(root)}
+                       f"recorded from {url} ({how}).", "images": image_manifest(root)}
     out = Path(out)
     tmp = out.with_name(out.name + ".partial")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")

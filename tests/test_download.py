@@ -382,11 +382,14 @@ def test_busi_has_the_original_host_and_a_mirror_under_the_same_terms():
     assert entry["licence"] == "CC BY 4.0" and "CC BY 4.0" in mirrors[0]["note"]
 
 
-def test_another_manifest_can_be_named_in_the_environment(tmp_path, monkeypatch):
+def test_another_manifest_can_be_named_in_the_environment_with_its_image_hashes_beside_it(tmp_path, monkeypatch):
     other = tmp_path / "datasets.json"
     other.write_text(json.dumps({"datasets": [{"name": "own", "filename": "x.zip", "sources": []}]}))
+    (tmp_path / "own_images.json").write_text(json.dumps({"images": {"a/b.png": "00"}}))
     monkeypatch.setenv("BUSUTILS_DATASETS", str(other))
     assert list(download.load_manifest()) == ["own"]
+    assert download._image_manifest_file("own_images.json") == {"a/b.png": "00"}
+    assert download._image_manifest_file("busi_images.json") is None
 
 
 # --- per-image hashes --------------------------------------------------------------------
