@@ -206,6 +206,7 @@ def _with_checks(notebook: nbformat.NotebookNode, setup: str) -> nbformat.Notebo
 
 
 def test_a_chapter_installs_busutils_from_the_repository_and_gets_busi_from_the_mirror(colab):
+    _run([str(colab["python"]), "-m", "pip", "uninstall", "--yes", "--quiet", "busutils"])
     notebook = nbformat.read(ROOT / "book" / "01_data_tour.ipynb", as_version=4)
     setup = sync_notebooks.setup_cell_source(colab["repository"])
     notebook.cells[sync_notebooks.first_code_cell(notebook)].source = setup
@@ -213,7 +214,7 @@ def test_a_chapter_installs_busutils_from_the_repository_and_gets_busi_from_the_
     assert _errors(ran) == []
     printed = _printed(ran.cells[sync_notebooks.first_code_cell(ran)])
     assert f"-m pip install busutils @ git+{colab['repository']}@v{VERSION}" in printed
-    assert f"Successfully installed" in printed and f"busutils-{VERSION}" in printed
+    assert "Successfully installed" in printed and f"busutils-{VERSION}" in printed
     busi_dir = colab["folder"] / "cache-chapter" / "busi" / "extracted" / "Dataset_BUSI_with_GT"
     assert printed.endswith(f"BUSI_DIR = {busi_dir}\n")
     data = [r for r in colab["host"].requests if not r.startswith("/busutils.git/")]
