@@ -27,11 +27,13 @@ html: $(STAMP)
 
 book: notebooks html
 
-# Student editions of book/exercises (no solutions, no outputs) and a zip of them, in _build/exercises
+# Student editions of book/exercises (no solutions, no outputs) and a zip of them with the busutils wheel
+# their set-up cell installs (no network or public address needed), in _build/exercises
 exercises: $(STAMP)
 	$(PY) scripts/make_exercises.py
 
-# Rewrite the Colab set-up cell of every notebook in _toc.yml (after changing _config.yml's repository url)
+# Rewrite the Colab set-up cell of every notebook in _toc.yml (after changing _config.yml's repository url
+# or pyproject.toml's version: the cell installs busutils from the tag v<version>)
 sync: $(STAMP)
 	$(PY) scripts/sync_notebooks.py
 

@@ -60,8 +60,12 @@ def _cmd_split(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from .download import fetch_dataset
+    from .download import fetch_dataset, write_image_manifest
 
+    if args.record_images:
+        out = write_image_manifest(args.name, args.record_images, cache_dir=args.cache_dir, sha256=args.sha256)
+        print(f"per-image hashes of {args.name} written to {out}")
+        return 0
     path = fetch_dataset(args.name, cache_dir=args.cache_dir, sha256=args.sha256)
     print(path)
     return 0
@@ -194,10 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     split.set_defaults(func=_cmd_split)
 
-    fetch = sub.add_parser("fetch", help="download a public data set (checksum checked)", description="Download a data set listed in the package's manifest (busi, breastmnist, breastmnist_224), check its checksum, unpack it once, and print the path to pass as --data or BUSI_DIR. Offline, it says where to put the file by hand.")
+    fetch = sub.add_parser("fetch", help="download a public data set (verified before use)", description="Download a data set listed in the package's manifest (busi, breastmnist, breastmnist_224) from the first of its sources that gives verified data (the original's checksum, or a mirror's images against the per-image manifest), with a progress bar; unpack it once, and print the path to pass as --data or BUSI_DIR. When every source fails, the error names each one and why; offline, it says where to put the file by hand.")
     fetch.add_argument("name", help="data set name from the manifest, e.g. busi or breastmnist")
     fetch.add_argument("--cache-dir", type=Path, default=None, help="where to keep downloads (default: $BUSUTILS_CACHE or ~/.cache/busutils)")
     fetch.add_argument("--sha256", default=None, help="expected sha256, overriding the manifest's")
+    fetch.add_argument("--record-images", type=Path, default=None, metavar="FILE", help="maintainers: write the per-image hashes that let a mirror be checked, from a source verified by its own checksum")
     fetch.set_defaults(func=_cmd_fetch)
 
     train = sub.add_parser("train", help="train a model and save it with its results", description="Train one of the paper's three models on a data folder, evaluate it on a group-aware held-out test part, and save the model and a results JSON in the run folder.")

@@ -407,10 +407,37 @@ def load_dataset(
     return load_folder(root, task=task, image_size=image_size)
 
 
+#: What each layout is, for readers: the data set's name and where it comes from.
+_LAYOUT_NAMES = {
+    "busi": "BUSI, the Breast Ultrasound Images data set (Al-Dhabyani et al., 2020; CC BY 4.0)",
+    "breastmnist": "BreastMNIST, from MedMNIST v2 (Yang et al., 2023; CC BY 4.0)",
+    "class-folders": "images in one folder per class",
+    "class-folders-split": "images in one folder per class, under train/ and test/",
+}
+
+
+def source_name(dataset: Dataset) -> str:
+    """The data set's name and where it was read from, without the machine's paths.
+
+    A published page must not show the folders of the computer that built it: the folder is
+    named by its last component only, and as ``$BUSI_DIR`` when that is where it came from.
+    """
+    if dataset.is_phantom:
+        return dataset.source
+    path = Path(dataset.source)
+    given = os.environ.get("BUSI_DIR")
+    where = f"'{path.name}'"
+    if given and Path(given).expanduser().resolve() == path.resolve():
+        where = f"$BUSI_DIR ({where})"
+    kind = "file" if path.suffix else "folder"
+    return f"{_LAYOUT_NAMES.get(dataset.layout, dataset.layout)}, read from the {kind} {where}"
+
+
 def describe(dataset: Dataset) -> str:
     """A one-paragraph, human-readable account of a data set (what a chapter prints first)."""
     counts = ", ".join(f"{name} {count}" for name, count in dataset.counts().items())
-    text = f"{len(dataset)} images ({counts}) at {dataset.image_size}x{dataset.image_size}, from {dataset.source}"
+    text = (f"{len(dataset)} images ({counts}) at {dataset.image_size}x{dataset.image_size}: "
+            f"{source_name(dataset)}")
     if dataset.is_phantom:
         text = (
             "SYNTHETIC PHANTOM DATA - no real images were given (set BUSI_DIR or pass a data folder). "

@@ -1,21 +1,19 @@
 """Download, verify and unpack the book's data sets.
 
-The design follows the download helpers of MONAI's ``monai/apps/utils.py`` - check a hash,
-download with a progress bar, extract - with a few stricter rules, because a reader's cache
-must never hold a file that *looks* right but is not:
+`pooch <https://www.fatiando.org/pooch/>`_ does the fetching: HTTP with a progress bar, a
+download written to a temporary file and moved into place only once its hash matches, a cached
+copy reused when its hash still matches.  This module keeps what pooch does not do:
 
-* every file is checked against a recorded checksum, both when it is downloaded and when a
-  cached copy is reused; a cached file that fails is moved aside and fetched again;
-* a download is written to a temporary file next to its destination and only moved into
-  place (``os.replace``, atomic on one file system) once its checksum matches;
-* archives are unpacked by :func:`safe_extract`, which refuses absolute paths, ``..``,
-  links, device files and archives that would unpack to more than a size bound, and which
-  also builds the result in a temporary folder and moves it into place in one step;
-* without a network the helpers fail at once, with a message saying which URL to fetch by
-  hand, where to save it and which checksum it must have.
+* a list of **sources** per data set (the original host, then mirrors), tried in order, each
+  verified before use, and one error that names every source tried and why it failed;
+* a mirror whose archive differs byte for byte from the original (re-packed by its host) is
+  verified image by image, against a manifest of per-image content hashes recorded from the
+  original (:func:`image_manifest`), because no hash of its archive can be known beforehand;
+* :func:`safe_extract`, unpacking with a size bound and without links or paths that escape;
+* the manifest itself, ``datasets.json``, shipped with the package (``$BUSUTILS_DATASETS``
+  names another one, e.g. an institution's own mirror).
 
-The data sets are described in ``datasets.json`` (shipped with the package); see
-:func:`load_manifest`.  :func:`fetch_dataset` is the one-call entry point used by the book::
+:func:`fetch_dataset` is the one-call entry point used by the book::
 
     from busutils.download import fetch_dataset
     busi_root = fetch_dataset("busi")          # folder with benign/ malignant/ normal/
@@ -24,16 +22,17 @@ The data sets are described in ``datasets.json`` (shipped with the package); see
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import stat
 import tarfile
 import tempfile
-import urllib.request
 import warnings
 import zipfile
 import zlib
@@ -41,6 +40,8 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import IO
+
+import pooch
 
 __all__ = [
     "DownloadError",
@@ -51,16 +52,20 @@ __all__ = [
     "file_hash",
     "check_hash",
     "download_file",
+    "image_hash",
+    "image_manifest",
+    "check_images",
     "safe_extract",
     "fetch_dataset",
 ]
 
 #: Hash algorithms accepted for checksums (all in :data:`hashlib.algorithms_guaranteed`).
 HASH_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 _CHUNK = 1024 * 1024  # bytes read and written at a time
-_USER_AGENT = "busutils (https://pypi.org/project/busutils; Python urllib)"
-_EXTRACTED_STAMP = ".busutils-extracted-from"  # written inside folders made by fetch_dataset
+_LOG = logging.getLogger(__name__)
+_STAMP = ".busutils-verified"  # written inside folders made by fetch_dataset
 
 
 class DownloadError(RuntimeError):
@@ -68,7 +73,7 @@ class DownloadError(RuntimeError):
 
 
 class ChecksumError(DownloadError):
-    """A file's checksum differs from the recorded one."""
+    """A file's (or an image's) checksum differs from the recorded one."""
 
 
 class UnsafeArchiveError(DownloadError):
@@ -93,12 +98,33 @@ def default_cache_dir() -> Path:
 
 
 def load_manifest() -> dict[str, dict]:
-    """Return the data-set manifest ``datasets.json`` as ``{name: entry}``.
+    """The data-set manifest as ``{name: entry}``: ``$BUSUTILS_DATASETS`` if set, else the package's.
 
-    Read through :mod:`importlib.resources`, so it works from a wheel, a zip or a checkout.
+    The package's ``datasets.json`` is read through :mod:`importlib.resources`, so it works
+    from a wheel, a zip or a checkout.
     """
-    text = resources.files("busutils").joinpath("datasets.json").read_text(encoding="utf-8")
+    other = os.environ.get("BUSUTILS_DATASETS")
+    if other:
+        text = Path(other).expanduser().read_text(encoding="utf-8")
+    else:
+        text = resources.files("busutils").joinpath("datasets.json").read_text(encoding="utf-8")
     return {entry["name"]: entry for entry in json.loads(text)["datasets"]}
+
+
+def _image_manifest_file(name: str) -> dict[str, str] | None:
+    """The per-image hashes in the file ``name``, or None while none is recorded.
+
+    The file sits beside the manifest that names it: ``$BUSUTILS_DATASETS``'s folder, else the
+    package's (``busutils/<name>``).
+    """
+    other = os.environ.get("BUSUTILS_DATASETS")
+    if other:
+        resource = Path(other).expanduser().parent / name
+    else:
+        resource = resources.files("busutils").joinpath(name)
+    if not resource.is_file():
+        return None
+    return json.loads(resource.read_text(encoding="utf-8"))["images"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,37 +132,66 @@ def load_manifest() -> dict[str, dict]:
 # --------------------------------------------------------------------------------------------
 
 
-def _hasher(algorithm: str) -> "hashlib._Hash":
-    """A fresh hash object; refuse algorithms outside :data:`HASH_ALGORITHMS`."""
-    name = algorithm.lower()
+def _algorithm(name: str) -> str:
+    name = name.lower()
     if name not in HASH_ALGORITHMS:
-        raise ValueError(f"unsupported hash algorithm {algorithm!r}; use one of {HASH_ALGORITHMS}")
-    # usedforsecurity=False lets md5 work on FIPS-restricted machines; it is an integrity check.
-    return hashlib.new(name, usedforsecurity=False)
+        raise ValueError(f"unsupported hash algorithm {name!r}; use one of {HASH_ALGORITHMS}")
+    return name
 
 
 def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in 1 MiB chunks so large archives need little memory."""
-    digest = _hasher(algorithm)
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _same_hash(actual: str, expected: str) -> bool:
-    return actual.lower() == expected.strip().lower()
+    """Hex digest of a file (read in chunks, so large archives need little memory)."""
+    return pooch.file_hash(str(path), alg=_algorithm(algorithm))
 
 
 def check_hash(path: str | os.PathLike, expected: str | None, algorithm: str) -> bool:
-    """True when ``path`` exists and its ``algorithm`` digest equals ``expected``.
-
-    Unlike MONAI's ``check_hash``, a missing ``expected`` (``None``) returns False: an unknown
-    checksum never counts as verified.
-    """
+    """True when ``path`` exists and its digest equals ``expected``; an unknown one never does."""
     if expected is None or not Path(path).is_file():
         return False
-    return _same_hash(file_hash(path, algorithm), expected)
+    return file_hash(path, algorithm) == expected.strip().lower()
+
+
+def image_hash(path: str | os.PathLike) -> str:
+    """sha256 of an image's decoded content (mode, size, pixels), not of its file.
+
+    Two files that hold the same pixels hash alike however they were compressed or tagged,
+    which is what a re-packed mirror must be checked for: the same images, not the same bytes.
+    """
+    from PIL import Image
+
+    with Image.open(path) as image:
+        digest = hashlib.sha256(f"{image.mode} {image.width}x{image.height}\n".encode())
+        digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def _image_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and "__MACOSX" not in p.parts)
+
+
+def image_manifest(root: str | os.PathLike) -> dict[str, str]:
+    """``{relative path: image_hash}`` of every image below ``root`` (masks included)."""
+    root = Path(root)
+    return {p.relative_to(root).as_posix(): image_hash(p) for p in _image_files(root)}
+
+
+def check_images(root: str | os.PathLike, expected: dict[str, str]) -> None:
+    """Raise :class:`ChecksumError` unless ``root`` holds exactly the images of ``expected``."""
+    root = Path(root)
+    found = {p.relative_to(root).as_posix(): p for p in _image_files(root)}
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    differ = sorted(k for k in set(expected) & set(found) if image_hash(found[k]) != expected[k])
+    if missing or extra or differ:
+        def some(names: list[str]) -> str:
+            return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+
+        parts = [f"{len(differ)} with other pixels ({some(differ)})" if differ else "",
+                 f"{len(missing)} missing ({some(missing)})" if missing else "",
+                 f"{len(extra)} not in the original ({some(extra)})" if extra else ""]
+        raise ChecksumError(f"the images differ from the original release's: "
+                            f"{'; '.join(p for p in parts if p)} (of {len(expected)} recorded)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,10 +201,9 @@ def check_hash(path: str | os.PathLike, expected: str | None, algorithm: str) ->
 
 def _hash_command(algorithm: str) -> str:
     """How to compute a digest by hand on the three common systems."""
-    name = algorithm.lower()
-    unix = {"md5": "md5sum", "sha1": "sha1sum", "sha256": "sha256sum", "sha512": "sha512sum"}[name]
-    mac = "md5 FILE" if name == "md5" else f"shasum -a {name[3:]} FILE"
-    return f"`{unix} FILE` (Linux), `{mac}` (macOS), `certutil -hashfile FILE {name.upper()}` (Windows)"
+    unix = f"{algorithm}sum"
+    mac = "md5 FILE" if algorithm == "md5" else f"shasum -a {algorithm[3:]} FILE"
+    return f"`{unix} FILE` (Linux), `{mac}` (macOS), `certutil -hashfile FILE {algorithm.upper()}` (Windows)"
 
 
 def _by_hand(urls: Sequence[str], dest: Path, expected: str | None, algorithm: str) -> str:
@@ -168,33 +222,15 @@ def _by_hand(urls: Sequence[str], dest: Path, expected: str | None, algorithm: s
     return "\n".join(lines)
 
 
-def _progress_bar(total: int | None, name: str, enabled: bool):
-    """A tqdm bar if tqdm is installed and wanted, else None."""
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name)
-
-
-def _fetch(url: str, target: IO[bytes], *, timeout: float, progress: bool, name: str) -> None:
-    """Stream ``url`` into the open file ``target`` (no retries: fail fast, report, move on)."""
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        length = response.headers.get("Content-Length")
-        bar = _progress_bar(int(length) if length and length.isdigit() else None, name, progress)
-        try:
-            for chunk in iter(lambda: response.read(_CHUNK), b""):
-                target.write(chunk)
-                if bar is not None:
-                    bar.update(len(chunk))
-        finally:
-            if bar is not None:
-                bar.close()
-        if length and length.isdigit() and target.tell() != int(length):
-            raise DownloadError(f"connection closed after {target.tell()} of {length} bytes")
+def _retrieve(url: str, dest: Path, known_hash: str | None, *, timeout: float, progress: bool,
+              tls_verify: bool = True) -> None:
+    """One pooch download of ``url`` to ``dest``, its hash checked; raises what pooch raises."""
+    downloader = pooch.HTTPDownloader(progressbar=progress, timeout=timeout, verify=tls_verify)
+    with warnings.catch_warnings():
+        if not tls_verify:  # the recorded checksum, not the certificate, vouches for the file
+            warnings.filterwarnings("ignore", message="Unverified HTTPS request")
+        pooch.retrieve(url, known_hash=known_hash, fname=dest.name, path=dest.parent,
+                       downloader=downloader)
 
 
 def download_file(
@@ -205,106 +241,74 @@ def download_file(
     algorithm: str = "sha256",
     timeout: float = 30,
     progress: bool = True,
+    tls_verify: bool = True,
 ) -> Path:
     """Download a file to ``dest`` and check it, or reuse a cached copy that passes the check.
 
-    Parameters
-    ----------
-    url_or_urls:
-        One URL, or several tried in order (the first is the original, the rest mirrors).
-        ``file://`` URLs work too, which is how the tests run without a network.
-    dest:
-        Full path of the file to create; its folder is created if needed.
-    expected_hash:
-        Hex digest the file must have.  ``None`` means "not known": the file is downloaded,
-        its sha256 is computed and shown in a warning, to be recorded and passed next time.
-    algorithm:
-        Hash algorithm of ``expected_hash`` (``"sha256"``, ``"md5"``, ...).
-    timeout:
-        Seconds to wait for a connection and for each read.  There are no retries, so an
-        unreachable host fails within ``timeout`` per URL, and at once when offline.
-    progress:
-        Show a tqdm progress bar (if tqdm is installed).
+    ``url_or_urls`` are tried in order (the first the original, the rest mirrors of the same
+    file).  ``expected_hash`` (of ``algorithm``) must match; ``None`` means "not known": the
+    file is downloaded and its sha256 shown in a warning, to be recorded.  A cached copy that
+    fails the check is moved aside to ``<dest>.corrupt`` (never deleted, never used).  There
+    are no retries: an unreachable host fails within ``timeout`` seconds.
 
-    Returns
-    -------
-    Path
-        ``dest``, holding a verified file.
-
-    Raises
-    ------
-    ChecksumError
-        Every URL that answered gave a file with the wrong checksum.  The message names the
-        file, the expected and the actual digest.  No bad file is left at ``dest``.
-    DownloadError
-        No URL could be read.  The message says how to put the file in place by hand.
+    Raises :class:`ChecksumError` when every source that answered gave a file with another
+    checksum (no bad file is left at ``dest``), else :class:`DownloadError` with the reason
+    for each source and how to put the file in place by hand.
     """
     urls = [url_or_urls] if isinstance(url_or_urls, str) else list(url_or_urls)
     if not urls:
         raise ValueError("download_file needs at least one URL")
-    dest = Path(dest)
-    _hasher(algorithm)  # reject an unknown algorithm before any work
+    dest, algorithm = Path(dest), _algorithm(algorithm)
+    expected = expected_hash.strip().lower() if expected_hash else None
 
-    # 1. A cached copy is reused only if it passes the check.
     note = ""  # what happened to a bad cached copy, for the error message
     if dest.is_file():
-        if expected_hash is None:
+        if expected is None:
             actual = file_hash(dest, "sha256")
-            warnings.warn(
-                f"Reusing {dest} without a checksum to compare with; its sha256 is {actual}. "
-                f"Pass sha256='{actual}' to check it from now on.", stacklevel=2)
+            warnings.warn(f"Reusing {dest} without a checksum to compare with; its sha256 is "
+                          f"{actual}. Pass sha256='{actual}' to check it from now on.", stacklevel=2)
             return dest
         actual = file_hash(dest, algorithm)
-        if _same_hash(actual, expected_hash):
+        if actual == expected:
             return dest
-        # Never keep using a bad file, but do not destroy it either: it may be a hand
-        # download the reader wants to inspect.
         aside = dest.with_name(dest.name + ".corrupt")
         os.replace(dest, aside)
-        note = (f"Cached file {dest} has {algorithm} {actual}, expected {expected_hash}; "
-                f"moved it to {aside}.")
+        note = f"Cached file {dest} has {algorithm} {actual}, expected {expected}; moved it to {aside}."
         warnings.warn(note + " Downloading it again.", stacklevel=2)
 
-    # 2. Download into a temporary file in the same folder, check it, then move it into place.
-    dest.parent.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     mismatches: list[str] = []
     for url in urls:
-        handle = tempfile.NamedTemporaryFile(
-            dir=dest.parent, prefix=f".{dest.name}.", suffix=".part", delete=False)
-        tmp = Path(handle.name)
         try:
-            with handle:
-                _fetch(url, handle, timeout=timeout, progress=progress, name=dest.name)
-            if expected_hash is None:
-                actual = file_hash(tmp, "sha256")
-                warnings.warn(
-                    f"Downloaded {dest.name} from {url} but no checksum is recorded, so it was "
-                    f"not verified. Its sha256 is {actual}; pass sha256='{actual}' next time "
-                    "to make sure you keep using the same file.", stacklevel=2)
-            else:
-                actual = file_hash(tmp, algorithm)
-                if not _same_hash(actual, expected_hash):
-                    mismatches.append(f"  {url}\n    expected {algorithm} {expected_hash}\n"
-                                      f"    actual   {algorithm} {actual}")
-                    continue
-            os.replace(tmp, dest)
-            return dest
-        except Exception as error:  # any failure of one URL: note it and try the next
+            _retrieve(url, dest, f"{algorithm}:{expected}" if expected else None, timeout=timeout,
+                      progress=progress, tls_verify=tls_verify)
+        except ValueError as error:
+            if "does not match the known hash" not in str(error):
+                failures.append(f"  {url}\n    {type(error).__name__}: {error}")
+                continue
+            actual = re.search(r"but got ([0-9a-f]+)", str(error))
+            mismatches.append(f"  {url}\n    expected {algorithm} {expected}\n"
+                              f"    actual   {algorithm} {actual.group(1) if actual else '?'}")
+            continue
+        except Exception as error:  # any failure of one source: note it and try the next
             failures.append(f"  {url}\n    {type(error).__name__}: {error}")
-        finally:
-            tmp.unlink(missing_ok=True)
+            continue
+        if expected is None:
+            actual = file_hash(dest, "sha256")
+            warnings.warn(f"Downloaded {dest.name} from {url} but no checksum is recorded, so it was "
+                          f"not verified. Its sha256 is {actual}; pass sha256='{actual}' next time "
+                          "to make sure you keep using the same file.", stacklevel=2)
+        return dest
 
     if mismatches:
         raise ChecksumError(
-            f"Downloaded {dest.name}, but its checksum is wrong, so it was deleted and "
-            f"{dest} was not created:\n" + "\n".join(mismatches + failures) + "\n"
-            "The file may have been damaged in transit (try again) or changed by its publisher. "
-            "Only if you have checked that the new file is genuine, pass its actual checksum "
-            "instead of the recorded one.")
+            f"Downloaded {dest.name}, but its checksum is wrong, so it was deleted and {dest} was "
+            "not created:\n" + "\n".join(mismatches + failures) + "\nThe file may have been "
+            "damaged in transit (try again) or changed by its publisher. Only if you have checked "
+            "that the new file is genuine, pass its actual checksum instead of the recorded one.")
     raise DownloadError(
         f"Could not download {dest.name}; every URL failed:\n" + "\n".join(failures) + "\n"
-        + (note + "\n" if note else "") + _by_hand(urls, dest, expected_hash, algorithm))
+        + (note + "\n" if note else "") + _by_hand(urls, dest, expected, algorithm))
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,9 +454,7 @@ def safe_extract(
     The archive is unpacked into a temporary sibling of ``dest`` that is renamed to ``dest``
     only when complete, so ``dest`` either holds the whole archive or does not exist; on
     failure the temporary folder is removed.  ``dest`` must not exist (an empty folder is
-    allowed); use :func:`fetch_dataset` for "extract once, reuse afterwards".
-
-    Returns ``dest``.
+    allowed).  Returns ``dest``.
     """
     archive, dest = Path(archive), Path(dest)
     if dest.exists():
@@ -513,6 +515,79 @@ def _find_root(folder: Path, subdirs: Sequence[str], preferred: str | None) -> P
     raise DownloadError(f"no folder with {', '.join(s + '/' for s in subdirs)} found in {folder}")
 
 
+def sources(entry: dict, sha256: str | None = None) -> list[dict]:
+    """The entry's sources in the order tried, each with its own check.
+
+    Each is ``{"url", "filename", "sha256"/"md5", "verify", "tls_verify"}``; ``verify`` is
+    ``"file"`` (the download's checksum) or ``"images"`` (per-image hashes after unpacking).
+    An entry of the older shape (``url``, ``mirrors`` and one checksum) gives one source per
+    URL, all with that checksum.  ``sha256`` overrides the checksum of every ``"file"`` source.
+    """
+    listed = entry.get("sources") or [
+        {"url": url, "sha256": entry.get("sha256"), "md5": entry.get("md5")}
+        for url in [entry["url"], *entry.get("mirrors", [])]]
+    out = []
+    for source in listed:
+        source = {"filename": entry["filename"], "verify": "file", "tls_verify": True, **source}
+        if sha256 is not None and source["verify"] == "file":
+            source.update(sha256=sha256, md5=None)
+        out.append(source)
+    return out
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger):
+    """Hide ``logger``'s notes (pooch's advice to record a hash) where the images are checked instead."""
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _stamp(source: dict, how: str) -> str:
+    return f"{source['url']}\n{how}\n"
+
+
+def _how(source: dict, entry: dict) -> str | None:
+    """How ``source`` is verified, as its stamp says; None while its checksum is unknown."""
+    if source["verify"] == "images":
+        return f"images checked against {entry['image_manifest']}"
+    expected, algorithm = _checksum_of(source)
+    return f"{algorithm} {expected.lower()}" if expected else None
+
+
+def _unpack_verified(archive: Path, extracted: Path, entry: dict, source: dict, how: str,
+                     images: dict[str, str] | None) -> Path:
+    """Extract ``archive`` to ``extracted`` (replacing it), check the images if asked, stamp it."""
+    if extracted.exists():
+        shutil.rmtree(extracted)  # stale or interrupted; it lives inside our cache folder
+    safe_extract(archive, extracted)
+    try:
+        root = _root(extracted, entry)
+        if images is not None:
+            check_images(root, images)
+    except DownloadError:
+        shutil.rmtree(extracted)
+        raise
+    (extracted / _STAMP).write_text(_stamp(source, how), encoding="utf-8")
+    return root
+
+
+def _root(extracted: Path, entry: dict) -> Path:
+    subdirs = entry.get("expected_subdirs")
+    return _find_root(extracted, subdirs, entry.get("data_root")) if subdirs else extracted
+
+
+def _checksum_of(source: dict) -> tuple[str | None, str]:
+    if source.get("sha256"):
+        return source["sha256"], "sha256"
+    if source.get("md5"):
+        return source["md5"], "md5"
+    return None, "sha256"
+
+
 def fetch_dataset(
     name: str,
     *,
@@ -526,49 +601,92 @@ def fetch_dataset(
     * ``"busi"`` - the folder containing ``benign/``, ``malignant/`` and ``normal/``;
     * ``"breastmnist"``, ``"breastmnist_224"`` - the path of the ``.npz`` file.
 
-    Files go to ``<cache_dir>/<name>/`` (default :func:`default_cache_dir`).  The download is
-    checked against the manifest's checksum every time; archives are extracted once, into
-    ``<cache_dir>/<name>/extracted/``, and reused while the archive is unchanged.
+    The sources are tried in order, each verified before use: by its recorded checksum, or
+    (a mirror that re-packed the archive) by the content hash of every image against the
+    manifest recorded from the original release.  A source that cannot be verified here is
+    skipped without downloading it.  Files go to ``<cache_dir>/<name>/`` (default
+    :func:`default_cache_dir`); archives are extracted once, into ``<cache_dir>/<name>/extracted/``,
+    and reused while the stamp there names a verified source.
 
     ``sha256`` overrides the manifest's checksum: use it for a data set whose checksum is not
     recorded (the first download prints the value to pass), or - after checking - when the
-    publisher has changed the file.
-
-    Raises ``ValueError`` for an unknown name, and the errors of :func:`download_file` and
-    :func:`safe_extract`.
+    publisher has changed the file.  Raises ``ValueError`` for an unknown name, and a
+    :class:`DownloadError` naming every source tried when none gave verified data.
     """
     manifest = load_manifest()
     if name not in manifest:
         raise ValueError(f"unknown data set {name!r}; known: {', '.join(sorted(manifest))}")
     entry = manifest[name]
-    if sha256 is not None:
-        expected, algorithm = sha256, "sha256"
-    elif entry.get("sha256"):
-        expected, algorithm = entry["sha256"], "sha256"
-    elif entry.get("md5"):
-        expected, algorithm = entry["md5"], "md5"
-    else:
-        expected, algorithm = None, "sha256"
-
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folder = folder.expanduser() / name
-    path = download_file([entry["url"], *entry.get("mirrors", [])], folder / entry["filename"],
-                         expected_hash=expected, algorithm=algorithm, timeout=timeout,
-                         progress=progress)
-    if not entry.get("archive"):
-        return path
-
-    # Extract once.  The stamp names the archive's checksum, so a changed archive is
-    # re-extracted instead of silently mixing old and new files.
-    stamp = f"{entry['filename']} {algorithm}:{(expected or file_hash(path, 'sha256')).lower()}"
+    folder = (Path(cache_dir) if cache_dir is not None else default_cache_dir()).expanduser() / name
     extracted = folder / "extracted"
-    stamp_file = extracted / _EXTRACTED_STAMP
-    if not (stamp_file.is_file() and stamp_file.read_text(encoding="utf-8").strip() == stamp):
-        if extracted.exists():
-            shutil.rmtree(extracted)  # stale or interrupted; it lives inside our cache folder
-        safe_extract(path, extracted)
-        stamp_file.write_text(stamp + "\n", encoding="utf-8")
-    subdirs = entry.get("expected_subdirs")
-    if not subdirs:
-        return extracted
-    return _find_root(extracted, subdirs, entry.get("data_root"))
+    stamp = extracted / _STAMP
+    tried = sources(entry, sha256)
+    if entry.get("archive") and stamp.is_file():
+        recorded = stamp.read_text(encoding="utf-8")
+        for source in tried:
+            how = _how(source, entry)
+            if recorded == _stamp(source, how) if how else recorded.startswith(source["url"] + "\n"):
+                return _root(extracted, entry)
+
+    images = _image_manifest_file(entry["image_manifest"]) if entry.get("image_manifest") else None
+    failures: list[str] = []
+    errors: list[DownloadError] = []
+    for source in tried:
+        dest = folder / source["filename"]
+        expected, algorithm = _checksum_of(source)
+        if source["verify"] == "images":
+            if images is None:
+                failures.append(f"  {source['url']}\n    not tried: it re-packs the archive, so it "
+                                f"is checked image by image, and no per-image manifest "
+                                f"({entry['image_manifest']}) is recorded in this version")
+                continue
+            expected = None
+        try:
+            if source["verify"] == "images":
+                with warnings.catch_warnings(), _quiet(pooch.get_logger()):
+                    warnings.simplefilter("ignore", UserWarning)  # the images are checked below
+                    path = download_file(source["url"], dest, expected_hash=None, timeout=timeout,
+                                         progress=progress, tls_verify=source["tls_verify"])
+                how = _how(source, entry)
+            else:
+                path = download_file(source["url"], dest, expected_hash=expected, algorithm=algorithm,
+                                     timeout=timeout, progress=progress, tls_verify=source["tls_verify"])
+                how = _how(source, entry) or f"sha256 {file_hash(path)}"
+            if not entry.get("archive"):
+                return path
+            return _unpack_verified(path, extracted, entry, source, how,
+                                    images if source["verify"] == "images" else None)
+        except DownloadError as error:
+            if source["verify"] == "images":
+                dest.unlink(missing_ok=True)  # never keep an archive whose images failed
+            errors.append(error)
+            failures.append(f"  {source['url']}\n    " + str(error).replace("\n", "\n    "))
+            if source is not tried[-1]:
+                lines = str(error).splitlines()  # one line, or the URL's own line of a list
+                _LOG.warning("%s could not be used (%s); trying the next source", source["url"],
+                             lines[2].strip() if len(lines) > 2 else lines[0])
+    if len(errors) == 1 and len(failures) == 1:
+        raise errors[0]
+    kind = ChecksumError if errors and all(isinstance(e, ChecksumError) for e in errors) else DownloadError
+    raise kind(f"No source of {name!r} gave verified data; tried, in order:\n" + "\n".join(failures))
+
+
+def write_image_manifest(name: str, out: str | os.PathLike, **fetch_options) -> Path:
+    """Record the per-image hashes of data set ``name`` from a source verified by its checksum.
+
+    This is how ``image_manifest`` files are made: once, on a machine with the network, from
+    the original release (never from a mirror: a manifest must not vouch for itself).
+    """
+    root = fetch_dataset(name, **fetch_options)
+    cache = Path(fetch_options.get("cache_dir") or default_cache_dir()).expanduser() / name
+    url, how = (cache / "extracted" / _STAMP).read_text(encoding="utf-8").splitlines()[:2]
+    if how.startswith("images"):
+        raise DownloadError(f"{name} came from a mirror checked by its images ({how}); a manifest "
+                            "is recorded only from a source verified by its own checksum")
+    record = {"about": f"Content hash (busutils.download.image_hash) of every image of {name!r}, "
+                       f"recorded from {url} ({how}).", "images": image_manifest(root)}
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    return out

@@ -50,3 +50,10 @@ def read_config(root: Path = ROOT) -> dict:
 def repository_url(config: dict) -> str:
     """The book's public repository address from _config.yml, or "" while it has none."""
     return ((config.get("repository") or {}).get("url") or "").strip().rstrip("/")
+
+
+def project_version(root: Path = ROOT) -> str:
+    """busutils' version, from ``root/pyproject.toml``: the set-up cells install the tag ``v<version>``."""
+    import tomllib
+
+    return tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]

@@ -116,14 +116,36 @@ def insert_after_title(notebook: nbformat.NotebookNode, text: str) -> None:
     notebook.cells.insert(title + 1, nbformat.v4.new_markdown_cell(text))
 
 
-def finish_notebook(path: Path, machine: dict, profile: str) -> float:
-    """Tidy an executed notebook for readers and note its run time in it; return the seconds."""
+def machine_paths(notebook: nbformat.NotebookNode, folders: list[Path]) -> list[str]:
+    """Where the notebook's outputs show one of ``folders`` (this machine's paths): 'cell N'."""
+    needles = {str(f) for f in folders} | {str(f.resolve()) for f in folders}
+    needles -= {"/", ""}
+    found = []
+    for index, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") + json.dumps(output.get("data", {}))
+            if any(needle in text for needle in needles):
+                found.append(f"cell {index}")
+                break
+    return found
+
+
+def finish_notebook(path: Path, machine: dict, profile: str, *, folders: list[Path] | None = None) -> float:
+    """Tidy an executed notebook for readers and note its run time in it; return the seconds.
+
+    A published page shows no path of the machine that built it: the run-time note names the
+    CPU, never a folder, and every output that shows one of ``folders`` (the build's and the
+    repository's) is reported on stderr, naming the notebook and the cell.
+    """
     notebook = nbformat.read(path, as_version=4)
     seconds = float(notebook.metadata["papermill"]["duration"])
     strip_tf_logs(notebook)
     hide_injected_parameters(notebook)
     what = "This exercise, solution included," if "exercises" in path.parts else "This chapter"
     insert_after_title(notebook, run_note(seconds, machine, profile, what))
+    for where in machine_paths(notebook, folders or []):
+        print(f"warning: {path.name}, {where}: an output shows a path of this machine "
+              f"({', '.join(str(f) for f in folders)}); a published page should not", file=sys.stderr)
     nbformat.write(notebook, path)
     return seconds
 
@@ -186,7 +208,7 @@ def execute_book(root: Path, out: Path, profile: str, *, only: list[str] | None 
         except TimeoutError as error:
             raise TimeoutError(f"{name}: a cell ran longer than {timeout} s, the limit for profile {profile!r} "
                                f"(--timeout changes it); the partly executed notebook is {path}") from error
-        seconds = finish_notebook(path, machine, profile)
+        seconds = finish_notebook(path, machine, profile, folders=[out, root, Path.home()])
         times["notebooks"][name] = {"seconds": round(seconds, 1)}
         (out / RUN_TIMES).write_text(json.dumps(times, indent=2) + "\n")
         print(f"  {name}: {format_duration(seconds)}", flush=True)

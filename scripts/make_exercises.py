@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -154,15 +155,34 @@ def make_exercises(root: Path, out: Path) -> tuple[list[Path], Path]:
     return written, archive
 
 
+def add_wheel(root: Path, out: Path, archive: Path) -> Path:
+    """Build busutils' wheel into ``out`` and add it to ``archive`` beside the notebooks.
+
+    The set-up cell installs a ``busutils-*.whl`` that sits beside the notebook before it tries
+    the network, so a bundle works even while the book has no public address.  Built without
+    build isolation, from the setuptools already installed: no network is needed.
+    """
+    for old in out.glob("busutils-*.whl"):
+        old.unlink()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(out), str(root)], check=True)
+    wheel, = out.glob("busutils-*.whl")
+    with zipfile.ZipFile(archive, "a", compression=zipfile.ZIP_DEFLATED) as bundle:
+        bundle.write(wheel, f"exercises/{wheel.name}")
+    return wheel
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "_build" / "exercises",
                         help="where to write the student notebooks and the zip")
     args = parser.parse_args(argv)
     written, archive = make_exercises(ROOT, args.out)
+    wheel = add_wheel(ROOT, args.out, archive)
     print(f"{len(written)} student notebook(s) in {args.out}:")
     for path in written:
         print(f"  {path.name}")
+    print(f"busutils for them, installed by their set-up cell: {wheel.name}")
     print(f"all of them in one zip: {archive}")
     return 0
 

@@ -1,10 +1,21 @@
 """Write the one canonical set-up cell into every notebook of the book.
 
 The first code cell of every chapter and exercise makes the notebook self-sufficient on
-Google Colab: it installs busutils from the book's repository (the ``repository: url:`` of
-_config.yml) and fetches BUSI.  Everywhere else it does nothing.  This script writes that
-cell, so that every notebook carries the same one; run it again after changing the address
-(``make sync``), and ``--check`` to list the notebooks whose cell differs.
+Google Colab, and does nothing anywhere else.  On Colab it installs busutils into the running
+kernel (no restart needed), from the first of:
+
+1. a ``busutils-*.whl`` beside the notebook (an instructor's bundle, ``make exercises``), tried
+   before the network;
+2. the book's public repository (``repository: url:`` in _config.yml), at the tag ``v<version>``
+   of pyproject.toml, so a notebook always gets the busutils it was written for;
+
+and otherwise stops with a message that says exactly what to do.  Then it fetches BUSI (each
+source verified, with a progress bar) unless ``BUSI_DIR`` is set.  pip's output is streamed as
+it comes, every error is raised, and running the cell again changes nothing.
+
+This script writes that cell, so that every notebook carries the same one: run it after
+changing the address or the version (``make sync``), and ``--check`` to list the notebooks
+whose cell differs.
 """
 
 from __future__ import annotations
@@ -15,56 +26,71 @@ from pathlib import Path
 
 import nbformat
 
-from book_sources import ROOT, read_config, repository_url, toc_notebooks
+from book_sources import ROOT, project_version, read_config, repository_url, toc_notebooks
 
 MARKER = "# Set-up for Google Colab"
 TAGS = ["hide-input"]
 CELL_ID = "colab-setup"
 
-_HEAD = f'''{MARKER}: install busutils, fetch BUSI. Elsewhere: nothing.
-# Written by scripts/sync_notebooks.py: edit the script, not this cell.
+_CELL = f'''{MARKER}: install busutils, fetch BUSI. Elsewhere: nothing.
+# Written by scripts/sync_notebooks.py (`make sync`): edit the script, not this cell.
 import sys
 
 if "google.colab" in sys.modules:
+    import importlib
     import importlib.util
     import os
     import subprocess
+    from pathlib import Path
 
-    def run_python(*args):
-        """Run `python -m ARGS`; return its output, raise its errors."""
-        command = [sys.executable, "-m", *args]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode:
-            raise RuntimeError(done.stderr)
-        return done.stdout
+    # The book's public repository ("": none yet) and the tag of busutils it installs.
+    REPOSITORY = "{{url}}"
+    VERSION = "{{version}}"
+
+    def pip_install(*args):
+        """pip install into this kernel's Python, its output shown as it comes."""
+        command = [sys.executable, "-m", "pip", "install", *args]
+        print("$", " ".join(command), flush=True)
+        pip = subprocess.Popen(command, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+        for line in pip.stdout:
+            print(line, end="", flush=True)
+        if pip.wait():
+            raise RuntimeError(f"pip install failed (exit status {{{{pip.returncode}}}}); "
+                               "its output above says why")
+        importlib.invalidate_caches()
 
     if importlib.util.find_spec("busutils") is None:
-'''
+        wheels = sorted(Path.cwd().glob("busutils-*.whl"))
+        if wheels:  # an instructor's bundle: its wheel, before the network
+            pip_install(str(wheels[-1]))
+        elif REPOSITORY:  # Colab's TensorFlow and Keras stay: busutils asks for ranges
+            pip_install(f"busutils @ git+{{{{REPOSITORY}}}}@v{{{{VERSION}}}}")
+        else:
+            raise RuntimeError(
+                "busutils is not installed and this notebook cannot install it: there "
+                f"is no busutils-*.whl in {{{{Path.cwd()}}}}, and this copy of the book "
+                "names no public repository. Upload the busutils-...whl file that came "
+                "with this notebook (in the same zip) into that folder (on Colab: the "
+                "folder icon on the left, then Upload), then run this cell again; no "
+                "restart is needed. Without the file, ask whoever gave you the notebook"
+            )
+    if not os.environ.get("BUSI_DIR"):
+        from busutils.download import fetch_dataset
 
-_INSTALL = '''        # Colab's TensorFlow and Keras stay: busutils asks for ranges, not pins.
-        package = "busutils @ git+{url}"
-        run_python("pip", "install", "--quiet", package)
-        importlib.invalidate_caches()
-'''
-
-_NO_ADDRESS = '''        raise RuntimeError(
-            "This book has no public address yet, so busutils cannot be "
-            "installed from it. Clone or upload the book's repository into "
-            "this session, run `pip install -e <the clone>`, then run this "
-            "notebook again."
-        )
-'''
-
-_TAIL = '''    if not os.environ.get("BUSI_DIR"):
-        print("Fetching BUSI (its checksum is checked) ...")
-        printed = run_python("busutils", "fetch", "busi")
-        os.environ["BUSI_DIR"] = printed.splitlines()[-1]
+        print("Fetching BUSI (each source is verified before use) ...", flush=True)
+        os.environ["BUSI_DIR"] = str(fetch_dataset("busi"))
     print("BUSI_DIR =", os.environ["BUSI_DIR"])'''
 
 
-def setup_cell_source(url: str) -> str:
-    """The set-up cell's code for a book whose repository is at ``url`` ("" while it has none)."""
-    return _HEAD + (_INSTALL.format(url=url) if url else _NO_ADDRESS) + _TAIL
+def setup_cell_source(url: str, version: str | None = None) -> str:
+    """The set-up cell's code for a book at ``url`` ("" while it has none) and busutils ``version``.
+
+    ``version`` defaults to pyproject.toml's.
+    """
+    if '"' in url or "\\" in url:
+        raise ValueError(f"repository url {url!r} must not contain quotes or backslashes")
+    return _CELL.format(url=url, version=version or project_version(ROOT))
 
 
 def setup_cell(url: str) -> nbformat.NotebookNode:

@@ -1,16 +1,18 @@
-"""Tests for busutils.download: offline, local files only (file:// URLs are not the network)."""
+"""Tests for busutils.download: a local HTTP server stands in for the data hosts (no network)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import struct
 import tarfile
-import urllib.request
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from busutils import download
 from busutils.download import (
@@ -18,11 +20,15 @@ from busutils.download import (
     DownloadError,
     UnsafeArchiveError,
     check_hash,
+    check_images,
     download_file,
     fetch_dataset,
     file_hash,
+    image_hash,
+    image_manifest,
     safe_extract,
 )
+from local_server import allow_loopback, serve
 
 PAYLOAD = b"breast ultrasound test payload\n" * 100
 
@@ -32,40 +38,40 @@ def sha256(data: bytes) -> str:
 
 
 @pytest.fixture
-def source(tmp_path: Path) -> Path:
-    """A local file to "download"."""
-    path = tmp_path / "server" / "data.bin"
-    path.parent.mkdir()
-    path.write_bytes(PAYLOAD)
-    return path
+def server(tmp_path, monkeypatch):
+    """A local HTTP server over tmp_path/server, holding data.bin; /fail/... answers 503."""
+    root = tmp_path / "server"
+    root.mkdir()
+    (root / "data.bin").write_bytes(PAYLOAD)
+    allow_loopback(monkeypatch)
+    with serve(root) as running:
+        yield running
 
 
 @pytest.fixture
-def no_fetch(monkeypatch):
-    """Make any attempt to open a URL fail the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("urlopen must not be called")
-
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+def source(server) -> str:
+    """The URL of a file to download."""
+    return server.url_of("data.bin")
 
 
 def leftovers(folder: Path) -> list[str]:
     """Temporary files or folders left behind in ``folder``."""
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or p.name.startswith("tmp"))
 
 
 # --- checksums ---------------------------------------------------------------------------
 
 
-def test_file_hash_and_check_hash(source):
-    assert file_hash(source) == sha256(PAYLOAD)
-    assert file_hash(source, "md5") == hashlib.md5(PAYLOAD).hexdigest()
-    assert check_hash(source, sha256(PAYLOAD).upper(), "sha256")
-    assert not check_hash(source, "0" * 64, "sha256")
-    assert not check_hash(source, None, "sha256")  # unknown never counts as verified
+def test_file_hash_and_check_hash(tmp_path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(PAYLOAD)
+    assert file_hash(path) == sha256(PAYLOAD)
+    assert file_hash(path, "md5") == hashlib.md5(PAYLOAD).hexdigest()
+    assert check_hash(path, sha256(PAYLOAD).upper(), "sha256")
+    assert not check_hash(path, "0" * 64, "sha256")
+    assert not check_hash(path, None, "sha256")  # unknown never counts as verified
     with pytest.raises(ValueError):
-        file_hash(source, "crc32")
+        file_hash(path, "crc32")
 
 
 def test_default_cache_dir_honours_environment(monkeypatch, tmp_path):
@@ -78,35 +84,36 @@ def test_default_cache_dir_honours_environment(monkeypatch, tmp_path):
 # --- download_file -----------------------------------------------------------------------
 
 
-def test_download_from_file_url_is_verified(source, tmp_path):
+def test_download_over_http_is_verified_with_a_progress_bar(source, tmp_path, capsys):
     dest = tmp_path / "cache" / "data.bin"
-    out = download_file(source.as_uri(), dest, expected_hash=sha256(PAYLOAD), progress=True)
+    out = download_file(source, dest, expected_hash=sha256(PAYLOAD), progress=True)
     assert out == dest and dest.read_bytes() == PAYLOAD
     assert leftovers(dest.parent) == []
+    assert "100%" in capsys.readouterr().err  # tqdm's bar
 
 
 def test_md5_checksum_is_accepted(source, tmp_path):
     dest = tmp_path / "data.bin"
-    download_file(source.as_uri(), dest, expected_hash=hashlib.md5(PAYLOAD).hexdigest(),
-                  algorithm="md5", progress=False)
+    download_file(source, dest, expected_hash=hashlib.md5(PAYLOAD).hexdigest(), algorithm="md5",
+                  progress=False)
     assert dest.read_bytes() == PAYLOAD
 
 
 def test_checksum_mismatch_is_refused_and_nothing_left(source, tmp_path):
     dest = tmp_path / "cache" / "data.bin"
     with pytest.raises(ChecksumError) as info:
-        download_file(source.as_uri(), dest, expected_hash="ab" * 32, progress=False)
+        download_file(source, dest, expected_hash="ab" * 32, progress=False)
     message = str(info.value)
     assert "data.bin" in message and "ab" * 32 in message and sha256(PAYLOAD) in message
     assert not dest.exists()
     assert leftovers(dest.parent) == []
 
 
-def test_cached_good_file_reused_without_network(source, tmp_path, no_fetch):
+def test_cached_good_file_reused_without_network(tmp_path):
     dest = tmp_path / "data.bin"
-    dest.write_bytes(PAYLOAD)
-    out = download_file("https://example.invalid/data.bin", dest,
-                        expected_hash=sha256(PAYLOAD), progress=False)
+    dest.write_bytes(PAYLOAD)  # the conftest refuses every connection: any download would fail
+    out = download_file("https://example.invalid/data.bin", dest, expected_hash=sha256(PAYLOAD),
+                        progress=False)
     assert out == dest and dest.read_bytes() == PAYLOAD
 
 
@@ -114,7 +121,7 @@ def test_cached_corrupt_file_is_detected_and_replaced(source, tmp_path):
     dest = tmp_path / "data.bin"
     dest.write_bytes(PAYLOAD[:-1] + b"X")
     with pytest.warns(UserWarning, match="expected"):
-        download_file(source.as_uri(), dest, expected_hash=sha256(PAYLOAD), progress=False)
+        download_file(source, dest, expected_hash=sha256(PAYLOAD), progress=False)
     assert dest.read_bytes() == PAYLOAD
     assert (tmp_path / "data.bin.corrupt").read_bytes() == PAYLOAD[:-1] + b"X"
 
@@ -129,20 +136,30 @@ def test_cached_corrupt_file_not_used_when_offline(tmp_path):
     assert "data.bin.corrupt" in str(info.value)
 
 
-def test_mirror_fallback(source, tmp_path):
+def test_mirror_fallback_after_a_failing_host(server, tmp_path):
     dest = tmp_path / "data.bin"
-    missing = (tmp_path / "nowhere" / "data.bin").as_uri()
-    download_file([missing, source.as_uri()], dest, expected_hash=sha256(PAYLOAD), progress=False)
+    download_file([server.url_of("fail/data.bin"), server.url_of("data.bin")], dest,
+                  expected_hash=sha256(PAYLOAD), progress=False)
+    assert dest.read_bytes() == PAYLOAD
+    assert server.requests == ["/fail/data.bin", "/data.bin"]
+
+
+def test_mirror_fallback_after_bad_checksum(server, tmp_path):
+    (server.root / "bad.bin").write_bytes(b"a web page, not the file")
+    dest = tmp_path / "data.bin"
+    download_file([server.url_of("bad.bin"), server.url_of("data.bin")], dest,
+                  expected_hash=sha256(PAYLOAD), progress=False)
     assert dest.read_bytes() == PAYLOAD
 
 
-def test_mirror_fallback_after_bad_checksum(source, tmp_path):
-    bad = tmp_path / "bad.bin"
-    bad.write_bytes(b"a web page, not the file")
+def test_every_failing_source_is_named_with_its_reason(server, tmp_path):
     dest = tmp_path / "data.bin"
-    download_file([bad.as_uri(), source.as_uri()], dest, expected_hash=sha256(PAYLOAD),
-                  progress=False)
-    assert dest.read_bytes() == PAYLOAD
+    urls = [server.url_of("fail/data.bin"), server.url_of("missing.bin")]
+    with pytest.raises(DownloadError) as info:
+        download_file(urls, dest, expected_hash=sha256(PAYLOAD), progress=False)
+    message = str(info.value)
+    assert urls[0] in message and "503" in message and urls[1] in message and "404" in message
+    assert not dest.exists()
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/Dataset_BUSI.zip",
@@ -161,7 +178,7 @@ def test_network_unreachable_gives_by_hand_instructions(tmp_path, url):
 def test_unknown_checksum_downloads_and_reports_sha256(source, tmp_path):
     dest = tmp_path / "data.bin"
     with pytest.warns(UserWarning, match=sha256(PAYLOAD)):
-        download_file(source.as_uri(), dest, expected_hash=None, progress=False)
+        download_file(source, dest, expected_hash=None, progress=False)
     assert dest.read_bytes() == PAYLOAD
 
 
@@ -336,82 +353,191 @@ def test_manifest_entries_are_complete():
     assert {"busi", "breastmnist", "breastmnist_224"} <= set(manifest)
     for name, entry in manifest.items():
         assert entry["name"] == name
-        for key in ("url", "filename", "licence", "citation", "description", "layout"):
+        for key in ("filename", "licence", "citation", "description", "layout"):
             assert isinstance(entry.get(key), str) and entry[key].strip(), (name, key)
-        assert entry["url"].startswith("https://"), name
-        assert isinstance(entry.get("mirrors"), list), name
         assert entry.get("size") is None or isinstance(entry["size"], int), name
-        if entry.get("sha256"):
-            assert len(entry["sha256"]) == 64 and int(entry["sha256"], 16) >= 0, name
-        if entry.get("md5"):
-            assert len(entry["md5"]) == 32 and int(entry["md5"], 16) >= 0, name
-        has_checksum = bool(entry.get("sha256") or entry.get("md5"))
-        assert has_checksum or entry.get("checksum_missing_reason", "").strip(), name
-        if has_checksum:
-            assert entry.get("checksum_source", "").strip(), name
         assert entry.get("archive") in (None, "zip", "tar"), name
+        assert entry["sources"], name
+        for source in download.sources(entry):
+            assert source["url"].startswith("https://"), name
+            assert source["verify"] in ("file", "images"), name
+            assert source["verified_here"] is False  # no network here: say so, never pretend
+            assert source.get("note", source.get("checksum_source", "")).strip(), name
+            if source["verify"] == "images":
+                assert entry["image_manifest"] and entry["image_manifest_source"].strip(), name
+                continue
+            if source.get("sha256"):
+                assert len(source["sha256"]) == 64 and int(source["sha256"], 16) >= 0, name
+            if source.get("md5"):
+                assert len(source["md5"]) == 32 and int(source["md5"], 16) >= 0, name
+            assert source.get("sha256") or source.get("md5"), name
+            assert source["checksum_source"].strip(), name
+
+
+def test_busi_has_the_original_host_and_a_mirror_under_the_same_terms():
+    entry = download.load_manifest()["busi"]
+    first, *mirrors = download.sources(entry)
+    assert first["url"] == "https://scholar.cu.edu.eg/Dataset_BUSI.zip" and first["verify"] == "file"
+    assert mirrors and all(m["verify"] == "images" for m in mirrors)
+    assert entry["licence"] == "CC BY 4.0" and "CC BY 4.0" in mirrors[0]["note"]
+
+
+def test_another_manifest_can_be_named_in_the_environment_with_its_image_hashes_beside_it(tmp_path, monkeypatch):
+    other = tmp_path / "datasets.json"
+    other.write_text(json.dumps({"datasets": [{"name": "own", "filename": "x.zip", "sources": []}]}))
+    (tmp_path / "own_images.json").write_text(json.dumps({"images": {"a/b.png": "00"}}))
+    monkeypatch.setenv("BUSUTILS_DATASETS", str(other))
+    assert list(download.load_manifest()) == ["own"]
+    assert download._image_manifest_file("own_images.json") == {"a/b.png": "00"}
+    assert download._image_manifest_file("busi_images.json") is None
+
+
+# --- per-image hashes --------------------------------------------------------------------
+
+
+def _png(path: Path, value: int, *, compress: int = 6) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = (np.arange(64, dtype=np.uint8).reshape(8, 8) + value).astype(np.uint8)
+    Image.fromarray(pixels).save(path, compress_level=compress)
+
+
+def test_image_hash_follows_the_pixels_not_the_file(tmp_path):
+    _png(tmp_path / "a.png", 1, compress=0)
+    _png(tmp_path / "b.png", 1, compress=9)
+    _png(tmp_path / "c.png", 2)
+    assert file_hash(tmp_path / "a.png") != file_hash(tmp_path / "b.png")
+    assert image_hash(tmp_path / "a.png") == image_hash(tmp_path / "b.png")
+    assert image_hash(tmp_path / "a.png") != image_hash(tmp_path / "c.png")
+
+
+def test_check_images_names_what_differs(tmp_path):
+    for i, name in enumerate(["benign/b (1).png", "benign/b (2).png", "normal/n (1).png"]):
+        _png(tmp_path / "release" / name, i)
+    recorded = image_manifest(tmp_path / "release")
+    assert sorted(recorded) == ["benign/b (1).png", "benign/b (2).png", "normal/n (1).png"]
+    check_images(tmp_path / "release", recorded)  # the same images pass
+    _png(tmp_path / "release" / "benign" / "b (2).png", 9)
+    (tmp_path / "release" / "normal" / "n (1).png").unlink()
+    _png(tmp_path / "release" / "malignant" / "m (1).png", 4)
+    with pytest.raises(ChecksumError) as info:
+        check_images(tmp_path / "release", recorded)
+    message = str(info.value)
+    assert "1 with other pixels (benign/b (2).png)" in message
+    assert "1 missing (normal/n (1).png)" in message and "1 not in the original (malignant/m (1).png)" in message
 
 
 # --- fetch_dataset -----------------------------------------------------------------------
 
 
-def fake_busi_zip(path: Path) -> Path:
-    members = {}
-    for cls in ("benign", "malignant", "normal"):
+def fake_busi(folder: Path) -> Path:
+    """A small BUSI-like release: Dataset_BUSI_with_GT/<class>/<class> (i).png and masks."""
+    for k, cls in enumerate(("benign", "malignant", "normal")):
         for i in (1, 2):
-            members[f"Dataset_BUSI_with_GT/{cls}/{cls} ({i}).png"] = f"{cls}{i}".encode()
-            members[f"Dataset_BUSI_with_GT/{cls}/{cls} ({i})_mask.png"] = b"mask"
-    return make_zip(path, members)
+            _png(folder / "Dataset_BUSI_with_GT" / cls / f"{cls} ({i}).png", 10 * k + i)
+            _png(folder / "Dataset_BUSI_with_GT" / cls / f"{cls} ({i})_mask.png", 100 + 10 * k + i)
+    return folder
+
+
+def zip_folder(folder: Path, archive: Path, *, compression=zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(archive, "w", compression) as zf:
+        for path in sorted(folder.rglob("*")):
+            zf.write(path, path.relative_to(folder).as_posix())
+    return archive
 
 
 @pytest.fixture
-def local_manifest(tmp_path, monkeypatch):
-    """A manifest whose URLs are file:// paths in tmp_path."""
-    server = tmp_path / "server"
-    server.mkdir()
-    archive = fake_busi_zip(server / "Dataset_BUSI.zip")
-    npz = server / "breastmnist.npz"
+def hosts(tmp_path, server, monkeypatch):
+    """The original BUSI zip, a mirror's re-packed zip of the same images, and a manifest naming them.
+
+    The original host answers 503 unless a test copies the zip to ``server.root/original/``.
+    """
+    release = fake_busi(tmp_path / "release")
+    original = zip_folder(release, tmp_path / "Dataset_BUSI.zip")
+    mirror = zip_folder(release, server.root / "mirror.zip", compression=zipfile.ZIP_STORED)
+    assert file_hash(original) != file_hash(mirror)
+    npz = server.root / "breastmnist.npz"
     npz.write_bytes(PAYLOAD)
+    images = image_manifest(release / "Dataset_BUSI_with_GT")
     common = {"licence": "CC BY 4.0", "citation": "test", "description": "test", "layout": "test"}
     manifest = {
-        "busi": {**common, "name": "busi", "url": (server / "gone.zip").as_uri(),
-                 "mirrors": [archive.as_uri()], "filename": "Dataset_BUSI.zip",
-                 "sha256": file_hash(archive), "md5": None, "archive": "zip",
-                 "data_root": "Dataset_BUSI_with_GT",
-                 "expected_subdirs": ["benign", "malignant", "normal"]},
-        "breastmnist": {**common, "name": "breastmnist", "url": npz.as_uri(), "mirrors": [],
-                        "filename": "breastmnist.npz", "sha256": None,
+        "busi": {**common, "name": "busi", "filename": "Dataset_BUSI.zip", "archive": "zip",
+                 "data_root": "Dataset_BUSI_with_GT", "expected_subdirs": ["benign", "malignant", "normal"],
+                 "image_manifest": "busi_images.json",
+                 "sources": [{"url": server.url_of("fail/Dataset_BUSI.zip"), "sha256": file_hash(original)},
+                             {"url": server.url_of("mirror.zip"), "filename": "mirror.zip",
+                              "verify": "images"}]},
+        "breastmnist": {**common, "name": "breastmnist", "url": server.url_of("breastmnist.npz"),
+                        "mirrors": [], "filename": "breastmnist.npz", "sha256": None,
                         "md5": hashlib.md5(PAYLOAD).hexdigest(), "archive": None},
-        "nochecksum": {**common, "name": "nochecksum", "url": npz.as_uri(), "mirrors": [],
-                       "filename": "x.npz", "sha256": None, "md5": None, "archive": None},
+        "nochecksum": {**common, "name": "nochecksum", "url": server.url_of("breastmnist.npz"),
+                       "mirrors": [], "filename": "x.npz", "sha256": None, "md5": None, "archive": None},
     }
     monkeypatch.setattr(download, "load_manifest", lambda: manifest)
-    return manifest
+    monkeypatch.setattr(download, "_image_manifest_file", lambda name: images)
+    return {"manifest": manifest, "original": original, "mirror": mirror, "images": images,
+            "server": server}
 
 
-def test_fetch_dataset_builds_busi_folder(local_manifest, tmp_path, monkeypatch):
+def test_fetch_busi_from_the_mirror_after_the_original_fails_verified_by_its_images(hosts, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     root = fetch_dataset("busi", cache_dir=cache, progress=False)
     assert root == cache / "busi" / "extracted" / "Dataset_BUSI_with_GT"
     assert sorted(p.name for p in root.iterdir()) == ["benign", "malignant", "normal"]
-    assert (root / "benign" / "benign (1).png").read_bytes() == b"benign1"
+    assert hosts["server"].requests == ["/fail/Dataset_BUSI.zip", "/mirror.zip"]
+    check_images(root, hosts["images"])
 
     # Second call: no download, no re-extraction.
     marker = root / "benign" / "reader-note.txt"
     marker.write_text("kept")
-    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded"))
     assert fetch_dataset("busi", cache_dir=cache, progress=False) == root
-    assert marker.read_text() == "kept"
+    assert marker.read_text() == "kept" and len(hosts["server"].requests) == 2
 
 
-def test_fetch_dataset_npz_and_env_cache(local_manifest, tmp_path, monkeypatch):
+def test_a_mirror_whose_images_differ_is_refused_and_every_source_named(hosts, tmp_path):
+    release = fake_busi(tmp_path / "other")
+    _png(release / "Dataset_BUSI_with_GT" / "benign" / "benign (1).png", 99)  # one image changed
+    zip_folder(release, hosts["mirror"])
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadError) as info:
+        fetch_dataset("busi", cache_dir=cache, progress=False)
+    message = str(info.value)
+    assert "No source of 'busi' gave verified data" in message
+    assert hosts["server"].url_of("fail/Dataset_BUSI.zip") in message and "503" in message
+    assert hosts["server"].url_of("mirror.zip") in message
+    assert "1 with other pixels (benign/benign (1).png)" in message
+    assert not (cache / "busi" / "extracted").exists() and not (cache / "busi" / "mirror.zip").exists()
+
+
+def test_the_original_is_used_when_it_answers_checked_by_its_sha256(hosts, tmp_path):
+    server = hosts["server"]
+    (server.root / "fail").mkdir()
+    busi = hosts["manifest"]["busi"]
+    busi["sources"][0]["url"] = server.url_of("original/Dataset_BUSI.zip")
+    (server.root / "original").mkdir()
+    (server.root / "original" / "Dataset_BUSI.zip").write_bytes(hosts["original"].read_bytes())
+    root = fetch_dataset("busi", cache_dir=tmp_path / "cache", progress=False)
+    assert server.requests == ["/original/Dataset_BUSI.zip"]
+    stamp = (tmp_path / "cache" / "busi" / "extracted" / ".busutils-verified").read_text()
+    assert stamp == f"{busi['sources'][0]['url']}\nsha256 {file_hash(hosts['original'])}\n"
+    assert (root / "normal" / "normal (2).png").is_file()
+
+
+def test_a_mirror_without_a_recorded_image_manifest_is_not_tried(hosts, tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "_image_manifest_file", lambda name: None)
+    with pytest.raises(DownloadError) as info:
+        fetch_dataset("busi", cache_dir=tmp_path / "cache", progress=False)
+    assert "not tried" in str(info.value) and "busi_images.json" in str(info.value)
+    assert hosts["server"].requests == ["/fail/Dataset_BUSI.zip"]
+
+
+def test_fetch_dataset_npz_and_env_cache(hosts, tmp_path, monkeypatch):
     monkeypatch.setenv("BUSUTILS_CACHE", str(tmp_path / "envcache"))
     path = fetch_dataset("breastmnist", progress=False)
     assert path == tmp_path / "envcache" / "breastmnist" / "breastmnist.npz"
     assert path.read_bytes() == PAYLOAD
 
 
-def test_fetch_dataset_without_checksum_reports_and_accepts_sha256(local_manifest, tmp_path):
+def test_fetch_dataset_without_checksum_reports_and_accepts_sha256(hosts, tmp_path):
     with pytest.warns(UserWarning, match=f"sha256='{sha256(PAYLOAD)}'"):
         fetch_dataset("nochecksum", cache_dir=tmp_path / "c", progress=False)
     path = fetch_dataset("nochecksum", cache_dir=tmp_path / "c", progress=False,
@@ -419,19 +545,32 @@ def test_fetch_dataset_without_checksum_reports_and_accepts_sha256(local_manifes
     assert path.read_bytes() == PAYLOAD
 
 
-def test_fetch_dataset_unknown_name(local_manifest, tmp_path):
+def test_fetch_dataset_unknown_name(hosts, tmp_path):
     with pytest.raises(ValueError, match="busi"):
         fetch_dataset("mnist", cache_dir=tmp_path)
 
 
 def test_fetch_real_manifest_offline_explains(tmp_path):
-    """With the shipped manifest and no network: a DownloadError saying what to do."""
+    """With the shipped manifest and no network: an error naming every source and what to do."""
     with pytest.raises(DownloadError) as info:
         fetch_dataset("busi", cache_dir=tmp_path, progress=False, timeout=2)
     message = str(info.value)
-    entry = download.load_manifest()["busi"]
-    assert entry["url"] in message and entry["sha256"] in message
-    assert str(tmp_path / "busi" / "Dataset_BUSI.zip") in message
+    original, mirror = download.sources(download.load_manifest()["busi"])
+    assert original["url"] in message and original["sha256"] in message
+    assert mirror["url"] in message
+    assert str(tmp_path / "busi" / "Dataset_BUSI.zip") in message and "by hand" in message
+
+
+def test_a_manifest_of_image_hashes_is_recorded_only_from_a_checksum_verified_source(hosts, tmp_path):
+    out = tmp_path / "busi_images.json"
+    with pytest.raises(DownloadError, match="recorded only from a source verified by its own checksum"):
+        download.write_image_manifest("busi", out, cache_dir=tmp_path / "c1", progress=False)
+    server = hosts["server"]
+    (server.root / "original").mkdir()
+    (server.root / "original" / "Dataset_BUSI.zip").write_bytes(hosts["original"].read_bytes())
+    hosts["manifest"]["busi"]["sources"][0]["url"] = server.url_of("original/Dataset_BUSI.zip")
+    download.write_image_manifest("busi", out, cache_dir=tmp_path / "c2", progress=False)
+    assert json.loads(out.read_text())["images"] == hosts["images"]
 
 
 def test_zip_with_duplicate_member_refused(tmp_path):

@@ -174,8 +174,8 @@ SHARED_RUN = "vgg16-finetune.json"
 def executed(tmp_path_factory):
     """Each exercise executed on the phantom, solution included, in toc order as `make book` runs it.
 
-    The notebooks run in ``<folder>/exercises``, so that their ``results_dir="../results"`` is
-    ``<folder>/results``.  ``"shared run"`` holds the saved run's bytes after each notebook.
+    The notebooks run in ``<folder>/exercises``, so that their ``results_dir="results"`` is
+    ``<folder>/exercises/results``.  ``"shared run"`` holds the saved run's bytes after each notebook.
     """
     folder = tmp_path_factory.mktemp("book")
     (folder / "exercises").mkdir()
@@ -191,7 +191,7 @@ def executed(tmp_path_factory):
             papermill.execute_notebook(str(path), str(out), parameters=parameters, cwd=str(out.parent),
                                        kernel_name="python3", progress_bar=False)
             notebooks[path.stem] = nbformat.read(out, as_version=4)
-            run = folder / "results" / SHARED_RUN
+            run = out.parent / "results" / SHARED_RUN
             shared[path.stem] = run.read_bytes() if run.exists() else None
     notebooks["shared run"] = shared
     return notebooks

@@ -50,62 +50,124 @@ def test_outside_colab_the_setup_cell_does_nothing(monkeypatch, url):
     assert set(namespace) - {"__name__", "__builtins__"} == {"sys"}
 
 
-class _FakeRun:
-    """Stands in for subprocess.run on a pretend Colab: records commands, answers like busutils."""
+class _FakePip:
+    """Stands in for subprocess.Popen on a pretend Colab: records pip commands, prints like pip."""
 
-    def __init__(self, folder: str):
+    def __init__(self, returncode: int = 0):
         self.commands: list[list[str]] = []
-        self.folder = folder
+        self.returncode = returncode
+        self.installed = False
 
     def __call__(self, command, **kwargs):
+        assert kwargs["stdout"] is subprocess.PIPE and kwargs["stderr"] is subprocess.STDOUT
         self.commands.append(list(command))
-        stdout = f"Downloading...\n{self.folder}\n" if command[2:4] == ["busutils", "fetch"] else ""
-        return subprocess.CompletedProcess(command, 0, stdout=stdout, stderr="")
+        self.installed = self.returncode == 0
+        fake = self
+
+        class Process:
+            stdout = io.StringIO("Collecting busutils\nSuccessfully installed busutils-0.1.0\n")
+            returncode = fake.returncode
+
+            def wait(self):
+                return fake.returncode
+
+        return Process()
 
 
 @pytest.fixture
 def colab(monkeypatch, tmp_path):
-    """A pretend Colab: google.colab imported, busutils not installed yet, BUSI_DIR unset."""
+    """A pretend Colab: google.colab imported, busutils not installed until pip runs, BUSI_DIR unset."""
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    pip = _FakePip()
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "busutils" else real_find_spec(name, *a))
+
+    def find_spec(name, *args):
+        if name == "busutils" and not pip.installed:
+            return None
+        return real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(subprocess, "Popen", pip)
     monkeypatch.delenv("BUSI_DIR", raising=False)
-    fake = _FakeRun(str(tmp_path / "busi"))
-    monkeypatch.setattr(subprocess, "run", fake)
-    return fake
+    from busutils import download
+
+    fetched = []
+    monkeypatch.setattr(download, "fetch_dataset", lambda name: fetched.append(name) or tmp_path / "busi")
+    monkeypatch.chdir(tmp_path)
+    pip.fetched, pip.folder = fetched, str(tmp_path / "busi")
+    return pip
 
 
-def test_on_colab_it_installs_busutils_from_the_repository_and_fetches_busi(colab):
-    _, printed = _run_cell(sync_notebooks.setup_cell_source(URL))
-    install, fetch = colab.commands
-    assert install[:2] == [sys.executable, "-m"] and install[2:5] == ["pip", "install", "--quiet"]
-    assert install[5:] == [f"busutils @ git+{URL}"]  # nothing else: Colab's TensorFlow stays
-    assert fetch == [sys.executable, "-m", "busutils", "fetch", "busi"]
-    assert os.environ["BUSI_DIR"] == colab.folder
+def test_on_colab_it_installs_the_tagged_busutils_from_the_repository_and_fetches_busi(colab):
+    _, printed = _run_cell(sync_notebooks.setup_cell_source(URL, "1.2.3"))
+    assert colab.commands == [[sys.executable, "-m", "pip", "install", f"busutils @ git+{URL}@v1.2.3"]]
+    assert "Successfully installed busutils-0.1.0\n" in printed  # pip's output, shown as it came
+    assert colab.fetched == ["busi"] and os.environ["BUSI_DIR"] == colab.folder
     assert printed.endswith(f"BUSI_DIR = {colab.folder}\n")
+
+
+def test_the_cell_pins_the_version_of_pyproject_by_default():
+    version = book_sources.project_version(ROOT)
+    assert f'VERSION = "{version}"' in sync_notebooks.setup_cell_source(URL)
+
+
+@pytest.mark.parametrize("url", [URL, ""])
+def test_on_colab_a_wheel_beside_the_notebook_is_installed_before_the_network(colab, tmp_path, url):
+    wheel = tmp_path / "busutils-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"a wheel")
+    _run_cell(sync_notebooks.setup_cell_source(url))
+    assert colab.commands == [[sys.executable, "-m", "pip", "install", str(wheel)]]
+
+
+def test_running_the_cell_twice_changes_nothing(colab):
+    source = sync_notebooks.setup_cell_source(URL)
+    _run_cell(source)
+    before = (list(colab.commands), list(colab.fetched), os.environ["BUSI_DIR"])
+    _, printed = _run_cell(source)
+    assert (colab.commands, colab.fetched, os.environ["BUSI_DIR"]) == before
+    assert printed == f"BUSI_DIR = {colab.folder}\n"
 
 
 def test_on_colab_a_given_busi_dir_is_kept(colab, monkeypatch, tmp_path):
     monkeypatch.setenv("BUSI_DIR", str(tmp_path))
     _run_cell(sync_notebooks.setup_cell_source(URL))
-    assert [c[2] for c in colab.commands] == ["pip"]
+    assert [c[3] for c in colab.commands] == ["install"] and colab.fetched == []
     assert os.environ["BUSI_DIR"] == str(tmp_path)
 
 
-def test_on_colab_without_an_address_it_says_how_to_install_from_a_clone(colab):
-    with pytest.raises(RuntimeError, match=r"pip install -e"):
+def test_without_an_address_or_a_wheel_it_says_exactly_what_to_do(colab, tmp_path):
+    with pytest.raises(RuntimeError) as info:
         _run_cell(sync_notebooks.setup_cell_source(""))
-    assert colab.commands == []
+    message = str(info.value)
+    assert "no busutils-*.whl in " + str(tmp_path) in message and "Upload" in message
+    assert "run this cell again" in message and "no restart is needed" in message
+    assert "pip install -e" not in message  # an editable install needs a restart: never advised
+    assert colab.commands == [] and colab.fetched == []
 
 
-def test_a_failing_command_stops_the_cell_with_its_error_output(colab, monkeypatch):
-    def fail(command, **kwargs):
-        return subprocess.CompletedProcess(command, 1, stdout="", stderr="no network\n")
+def test_a_failing_pip_stops_the_cell_and_its_output_stays_shown(colab):
+    colab.returncode = 1
+    printed = io.StringIO()
+    with pytest.raises(RuntimeError, match=r"pip install failed \(exit status 1\)"):
+        with contextlib.redirect_stdout(printed):
+            exec(compile(sync_notebooks.setup_cell_source(URL), "<setup cell>", "exec"), {})
+    assert "Collecting busutils" in printed.getvalue() and colab.fetched == []
 
-    monkeypatch.setattr(subprocess, "run", fail)
-    with pytest.raises(RuntimeError, match="no network"):
+
+def test_a_failing_download_is_raised_not_swallowed(colab, monkeypatch):
+    from busutils import download
+
+    def fail(name):
+        raise download.DownloadError("No source of 'busi' gave verified data; tried, in order: ...")
+
+    monkeypatch.setattr(download, "fetch_dataset", fail)
+    with pytest.raises(download.DownloadError, match="tried, in order"):
         _run_cell(sync_notebooks.setup_cell_source(URL))
+    assert "BUSI_DIR" not in os.environ
+
+
+def test_the_setup_cell_fits_the_books_line_length():
+    assert max(len(line) for line in sync_notebooks.setup_cell_source(URL).splitlines()) <= 88
 
 
 def _chapter(*cells) -> nbformat.NotebookNode:
@@ -137,14 +199,12 @@ def test_sync_rewrites_a_stale_setup_cell_in_place(tmp_path):
     assert cells[1].metadata.tags == ["remove-output", "hide-input"]
 
 
-def test_the_setup_cell_differs_only_in_how_busutils_gets_installed():
+def test_the_setup_cell_differs_only_in_the_address():
     with_url = sync_notebooks.setup_cell_source(URL).splitlines()
     without = sync_notebooks.setup_cell_source("").splitlines()
-    head = with_url.index('    if importlib.util.find_spec("busutils") is None:') + 1
-    tail = with_url.index('    if not os.environ.get("BUSI_DIR"):')
-    assert with_url[:head] == without[:head]
-    assert with_url[tail:] == without[without.index(with_url[tail]):]
-    assert f'        package = "busutils @ git+{URL}"' in with_url[head:tail]
+    differ = [(a, b) for a, b in zip(with_url, without) if a != b]
+    assert len(with_url) == len(without) and differ == [
+        (f'    REPOSITORY = "{URL}"', '    REPOSITORY = ""')]
 
 
 @pytest.mark.parametrize("path", book_sources.toc_notebooks(ROOT), ids=lambda p: p.stem)
