@@ -182,9 +182,10 @@ def compare_models(
     for name in models:
         weights_text = "; ".join(sorted(weights_used[name]))
         leaks = sum(f["test_leaks"] for f in per_fold[name])
+        diverged = sum(bool(f["diverged"]) for f in per_fold[name])
+        where = f"{folds}-fold CV" + (f", DIVERGED in {diverged} of {len(per_fold[name])} trainings" if diverged else "")
         results[name] = {
-            "label": run_label({"model": name, "weights": weights_text, "data": {"test_leaks": leaks}},
-                               f"{folds}-fold CV"),
+            "label": run_label({"model": name, "weights": weights_text, "data": {"test_leaks": leaks}}, where),
             "weights": weights_text,
             "test_leaks": leaks,
             "train_seconds": round(sum(f["train_seconds"] for f in per_fold[name]), 1),
