@@ -198,6 +198,7 @@ def augmented_copies(images: np.ndarray, n_copies: int, kind: str, *, seed: int 
     the frozen VGG16 layers for it are computed once (:mod:`busutils.cache`).
     """
     from .cache import image_digests
+    from .progress import progress
 
     images = np.asarray(images)
     if images.ndim != 3 or images.dtype != np.uint8:
@@ -215,7 +216,9 @@ def augmented_copies(images: np.ndarray, n_copies: int, kind: str, *, seed: int 
         import tensorflow as tf
 
         call = tf.function(call, autograph=False)  # one traced graph instead of an eager call per image
-    for i, digest in enumerate(image_digests(images)):
+    digests = image_digests(images)
+    for i, digest in progress(enumerate(digests), total=len(digests), unit="image",
+                              desc=f"{n_copies - 1} {kind} augmented copies of {len(digests)} images"):
         grey = images[i, None, :, :, None].astype(np.float32)  # one channel: three would triple the work
         for k in range(1, n_copies):
             image_seed = (int(digest[:12], 16) ^ (1_000_003 * seed + k)) % 2**48

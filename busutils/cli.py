@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from .data import DataError
 from .duplicates import MAX_DISTANCE
 from .images import ImageError
+from .progress import QUIET_VAR
 
 MODELS = ("baseline", "vgg16-transfer", "vgg16-finetune")  # busutils.models.MODEL_NAMES, without importing Keras
 
@@ -66,7 +68,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         out = write_image_manifest(args.name, args.record_images, cache_dir=args.cache_dir, sha256=args.sha256)
         print(f"per-image hashes of {args.name} written to {out}")
         return 0
-    path = fetch_dataset(args.name, cache_dir=args.cache_dir, sha256=args.sha256)
+    path = fetch_dataset(args.name, cache_dir=args.cache_dir, sha256=args.sha256, progress=not args.quiet)
     print(path)
     return 0
 
@@ -86,7 +88,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         folds=args.folds,
         overwrite=args.overwrite,
         keep_given_test=args.keep_test_part,
-        verbose=1 if sys.stdout.isatty() else 2,  # Keras' progress bar in a terminal, a line per epoch in logs
+        verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2,  # Keras' bar in a terminal, else a line per epoch
     )
     from .evaluate import format_metric
 
@@ -156,7 +158,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                            seed=args.seeds[0])
     print(f"data: {dataset.source} ({len(dataset)} images)", flush=True)
     result = compare_models(dataset, settings, models=args.models, folds=args.folds, seeds=args.seeds,
-                            weights=args.weights, log=lambda line: print(line, flush=True))
+                            weights=args.weights, log=None if args.quiet else lambda line: print(line, flush=True))
     write_json_atomic(out, result)
     with _wide_tables():
         print(summary_table(result, include_paper=args.task == "benign-malignant").to_string())
@@ -182,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Breast ultrasound classification with transfer learning: data audit, splits, training, evaluation.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines: results only (sets $BUSUTILS_QUIET)")
 
     data = sub.add_parser("data", help="audit a data folder", description="Audit a data folder: layout, counts per class, skipped files, near-duplicate and cross-label groups.")
     data.add_argument("dir", type=_existing_path, help="data folder (BUSI layout or one folder per class) or BreastMNIST .npz")
@@ -198,14 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     split.set_defaults(func=_cmd_split)
 
-    fetch = sub.add_parser("fetch", help="download a public data set (verified before use)", description="Download a data set listed in the package's manifest (busi, breastmnist, breastmnist_224) from the first of its sources that gives verified data (the original's checksum, or a mirror's images against the per-image manifest), with a progress bar; unpack it once, and print the path to pass as --data or BUSI_DIR. When every source fails, the error names each one and why; offline, it says where to put the file by hand.")
+    fetch = sub.add_parser("fetch", parents=[quiet], help="download a public data set (verified before use)", description="Download a data set listed in the package's manifest (busi, breastmnist, breastmnist_224) from the first of its sources that gives verified data (the original's checksum, or a mirror's images against the per-image manifest), with a progress bar; unpack it once, and print the path to pass as --data or BUSI_DIR. When every source fails, the error names each one and why; offline, it says where to put the file by hand.")
     fetch.add_argument("name", help="data set name from the manifest, e.g. busi or breastmnist")
     fetch.add_argument("--cache-dir", type=Path, default=None, help="where to keep downloads (default: $BUSUTILS_CACHE or ~/.cache/busutils)")
     fetch.add_argument("--sha256", default=None, help="expected sha256, overriding the manifest's")
     fetch.add_argument("--record-images", type=Path, default=None, metavar="FILE", help="maintainers: write the per-image hashes that let a mirror be checked, from a source verified by its own checksum")
     fetch.set_defaults(func=_cmd_fetch)
 
-    train = sub.add_parser("train", help="train a model and save it with its results", description="Train one of the paper's three models on a data folder, evaluate it on a group-aware held-out test part, and save the model and a results JSON in the run folder.")
+    train = sub.add_parser("train", parents=[quiet], help="train a model and save it with its results", description="Train one of the paper's three models on a data folder, evaluate it on a group-aware held-out test part, and save the model and a results JSON in the run folder.")
     train.add_argument("--data", type=_existing_path, default=None, help="data folder or .npz (default: $BUSI_DIR, else the synthetic phantom)")
     train.add_argument("--model", required=True, choices=["baseline", "vgg16-transfer", "vgg16-finetune"], help="which model to train")
     train.add_argument("--profile", default="quick", choices=["quick", "paper"], help="settings profile: quick (CPU) or paper (the paper's settings) (default: %(default)s)")
@@ -219,14 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--keep-test-part", action="store_true", help="keep a test/ part that came with the data even if near-duplicates of its images are in train/ (the leak is recorded); by default such data are re-split by group")
     train.set_defaults(func=_cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="evaluate a saved run on images it has not seen", description="Evaluate the model saved in a run folder on a data folder. Every image the run trained or validated on, and every near-duplicate of one, is dropped first (and counted); with nothing unseen left it refuses.")
+    evaluate = sub.add_parser("evaluate", parents=[quiet], help="evaluate a saved run on images it has not seen", description="Evaluate the model saved in a run folder on a data folder. Every image the run trained or validated on, and every near-duplicate of one, is dropped first (and counted); with nothing unseen left it refuses.")
     evaluate.add_argument("run", type=_existing_path, help="run folder written by 'train'")
     evaluate.add_argument("--data", type=_existing_path, default=None, help="data folder or .npz to test on (default: $BUSI_DIR, else the synthetic phantom)")
     evaluate.add_argument("--out", type=Path, default=None, help="where to write the evaluation JSON (default: RUN/evaluation.json)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object (auc, accuracy, sensitivity, specificity, n, ...)")
     evaluate.set_defaults(func=_cmd_evaluate)
 
-    compare = sub.add_parser("compare", help="cross-validate several models on the same folds and compare them in pairs", description="Train and test each model on the same group-aware k-fold cross-validation folds (and seeds), then test the differences of their out-of-fold ROC AUCs in pairs (DeLong's test, a paired bootstrap over duplicate groups). Writes one JSON file: per-fold and pooled metrics, every out-of-fold prediction, training times, the weights used and the paired tests.")
+    compare = sub.add_parser("compare", parents=[quiet], help="cross-validate several models on the same folds and compare them in pairs", description="Train and test each model on the same group-aware k-fold cross-validation folds (and seeds), then test the differences of their out-of-fold ROC AUCs in pairs (DeLong's test, a paired bootstrap over duplicate groups). Writes one JSON file: per-fold and pooled metrics, every out-of-fold prediction, training times, the weights used and the paired tests.")
     compare.add_argument("--data", type=_existing_path, default=None, help="data folder or .npz (default: $BUSI_DIR, else the synthetic phantom)")
     compare.add_argument("--out", type=Path, required=True, help="the JSON file to write (written whole or not at all)")
     compare.add_argument("--folds", type=_positive_int, default=5, help="k of the k-fold cross-validation, at least 2 (default: %(default)s)")
@@ -245,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "quiet", False):
+        os.environ[QUIET_VAR] = "1"
     try:
         return args.func(args)
     except (DataError, ImageError, ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:

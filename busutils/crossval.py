@@ -34,6 +34,7 @@ from .evaluate import PAPER_TABLE1, classification_metrics, evaluate_predictions
 from .experiment import Split, data_summary, split_dataset, train_model
 from .models import MODEL_NAMES
 from .profiles import Profile, as_dict
+from .progress import progress
 from .results import Timer, environment_info
 from .splits import check_fold_count, group_kfold
 from .train import predict_scores
@@ -157,7 +158,9 @@ def compare_models(
     scores = {m: [] for m in models}
     per_fold = {m: [] for m in models}
     weights_used = {m: set() for m in models}
-    with Timer() as total, _quiet_retracing():
+    bar = progress(total=len(seeds) * folds * len(models), unit="model",
+                   desc=f"cross-validation: {len(models)} model(s) x {folds} folds x {len(seeds)} seed(s)")
+    with Timer() as total, _quiet_retracing(), bar:
         for seed in seeds:
             for k, (_, test) in enumerate(plan[seed]):
                 split = split_dataset(dataset, val_size=settings.val_size, seed=seed, test_index=test)
@@ -173,6 +176,7 @@ def compare_models(
                     scores[name] += fold_scores.tolist()
                     per_fold[name].append({"seed": seed, "fold": k, **record})
                     weights_used[name].add(used)
+                    bar.update()
                     if log:
                         auc = "n/a (one class)" if record["auc"] is None else f"{record['auc']:.3f}"
                         log(f"seed {seed}, fold {k + 1}/{folds}: {name} trained in {record['train_seconds']:.0f} s, "

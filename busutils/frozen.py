@@ -139,8 +139,9 @@ class FrozenVGG16:
         maps of thousands of augmented copies in memory once; :func:`busutils.precision.to_float32`
         turns a batch of them back into what the layers after take."""
         store = ActivationStore({"network": network_key(self.front)}, dtype="float16")
-        return store.get(images, lambda x: extract_features(self.front, x, batch_size=self.batch_size,
-                                                            dtype=np.float16))
+        return store.get(images, lambda x: extract_features(
+            self.front, x, batch_size=self.batch_size, dtype=np.float16,
+            desc=f"VGG16 up to {self.layer} on {len(x)} new images (cached)"))
 
     def pooled(self, images: np.ndarray) -> np.ndarray:
         """The classifier's input for ``images`` (float32): pooled features of the blocks it reads, cached.

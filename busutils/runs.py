@@ -176,14 +176,62 @@ def save_run(trained, results: dict, results_dir: str | Path) -> Path:
     return write_json_atomic(folder / f"{trained.name}.json", results)
 
 
+def _weights_now(settings: Profile) -> str:
+    """What a VGG16 trained now with ``settings`` would record of its weights: ``"random"`` or the
+    file's sha256 prefix, as results files carry it."""
+    from .download import file_hash
+    from .weights import resolve_vgg16_weights
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the warning belongs to training, if it happens
+        source = resolve_vgg16_weights(settings.weights, strict=settings.strict_weights)
+    return "random" if source.is_random else f"sha256 {file_hash(source.path)[:12]}"
+
+
+def reuse_mismatches(saved: dict, name: str, dataset: Dataset, settings: Profile, seed: int) -> list[str]:
+    """Why the saved run ``saved`` of model ``name`` is not the run ``settings`` would train now on
+    ``dataset`` with ``seed`` (empty when it is: it may be reused).
+
+    The saved run's own record decides: its settings, seed, task and images (their pixel digests),
+    the weights it started from (their sha256, or random) and the precision it computed in.
+    """
+    from .precision import choose_precision
+
+    why = []
+    if saved.get("model") != name:
+        why.append(f"it is a run of {saved.get('model')}")
+    if saved.get("profile") != as_dict(settings):
+        differ = sorted(k for k, v in as_dict(settings).items() if saved.get("profile", {}).get(k) != v)
+        why.append(f"its settings differ ({', '.join(differ)})")
+    if saved.get("seed") != seed:
+        why.append(f"its seed is {saved.get('seed')}, not {seed}")
+    if saved["data"]["task"] != dataset.task:
+        why.append(f"its task is {saved['data']['task']}")
+    seen = saved.get("seen", {})
+    images = sorted(d for part in ("train", "val", "test") for d in seen.get(part, {}).get("digests", []))
+    if images != sorted(image_digests(dataset.images)):
+        why.append("it was trained and tested on other images")
+    if name != "baseline":
+        weights = _weights_now(settings)
+        recorded = str(saved.get("weights", ""))
+        if not (recorded.startswith("random") if weights == "random" else weights in recorded):
+            why.append(f"it started from other weights ({recorded.split(' (')[0]}, not {weights})")
+    precision = choose_precision(settings.precision)
+    recorded_precision = saved.get("training", {}).get("used", {}).get("precision")
+    if recorded_precision != precision:
+        why.append(f"it computed in {recorded_precision}, not {precision}")
+    return why
+
+
 def load_or_train(name: str, dataset: Dataset, settings: Profile, *, results_dir: str | Path, seed: int = 0,
                   verbose: int | str = 0) -> tuple[keras.Model, dict]:
     """The model ``name`` as an earlier chapter saved it in ``results_dir``, or trained now and saved.
 
-    A saved run is used only if it was trained with the same settings, data, task and seed;
-    otherwise (or when a chapter runs alone, e.g. on Colab) the model is trained here.  A saved
-    model comes back uncompiled, to be scored and looked into (its optimizer's state is not kept:
-    compile it again to train it further).
+    A saved run is reused only when it is the run these arguments would train
+    (:func:`reuse_mismatches`: settings, seed, images, weights and precision); otherwise, or when a
+    chapter runs alone (e.g. on Colab), the model is trained here, saying why.  A saved model comes
+    back uncompiled, to be scored and looked into (its optimizer's state is not kept: compile it
+    again to train it further).
     """
     from . import models  # noqa: F401  (registers the custom layers for loading)
 
@@ -191,10 +239,13 @@ def load_or_train(name: str, dataset: Dataset, settings: Profile, *, results_dir
     model_path, results_path = folder / f"{name}.keras", folder / f"{name}.json"
     if model_path.is_file() and results_path.is_file():
         saved = read_json(results_path)
-        if (saved.get("profile") == as_dict(settings) and saved.get("seed") == seed
-                and saved["data"]["source"] == dataset.source and saved["data"]["task"] == dataset.task
-                and saved["data"]["n"] == len(dataset)):
+        why = reuse_mismatches(saved, name, dataset, settings, seed)
+        if not why:
+            print(f"{name}: the run saved in {folder.name}/ is reused (same settings, images, weights and precision)")
             return keras.models.load_model(model_path, compile=False), saved
+        print(f"{name}: training it again, because the run saved in {folder.name}/ differs: {'; '.join(why)}")
+    else:
+        print(f"{name}: no run saved in {folder.name}/; training it now")
     trained, results = run_experiment(name, dataset, settings, seed=seed, verbose=verbose)
     save_run(trained, results, folder)
     return trained.model, results

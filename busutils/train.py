@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
 from .precision import to_float32
+from .progress import progress
 
 
 def set_seed(seed: int) -> None:
@@ -282,7 +283,7 @@ def predict_scores(model: keras.Model, x: np.ndarray, *, batch_size: int = 32, w
     Never NaN: scores that are not finite (a diverged model, an overflow in low precision) raise
     an error naming ``what`` (default: the model's name and the precision it computes in).
     """
-    scores = extract_features(model, x, batch_size=batch_size).astype(np.float64)
+    scores = extract_features(model, x, batch_size=batch_size, desc=f"scoring {len(x)} images").astype(np.float64)
     bad = ~np.isfinite(scores).all(axis=tuple(range(1, scores.ndim)))
     if bad.any():
         what = what or f"{model.name} ({model.dtype_policy.name})"
@@ -292,19 +293,22 @@ def predict_scores(model: keras.Model, x: np.ndarray, *, batch_size: int = 32, w
     return scores[:, 0] if scores.shape[-1] == 1 else scores
 
 
-def extract_features(extractor: keras.Model, x: np.ndarray, *, batch_size: int = 32, dtype=np.float32) -> np.ndarray:
+def extract_features(extractor: keras.Model, x: np.ndarray, *, batch_size: int = 32, dtype=np.float32,
+                     desc: str | None = None) -> np.ndarray:
     """Run a frozen part of a network once over ``x``; results in ``dtype`` (float32 by default),
     whatever the precision the network computes in.
 
     ``x`` may be greyscale ``uint8`` images ``(n, h, w)``, converted batch by batch (so that
     thousands of images never sit in memory as float32), or arrays of any float type.  Results
     are written batch by batch into one array.  Runs eagerly: the convolutions dominate, and no
-    graph is traced for a model that runs once.
+    graph is traced for a model that runs once.  A long run shows a progress bar saying ``desc``
+    (default: the model's name).
     """
     x = np.asarray(x)
     prepare = to_model_input if x.ndim == 3 else to_float32
     out = None
-    for start in range(0, len(x), batch_size):
+    starts = range(0, len(x), batch_size)
+    for start in progress(starts, desc=desc or f"{extractor.name} on {len(x)} images", unit="batch"):
         batch = to_float32(extractor(prepare(x[start:start + batch_size]), training=False))
         if out is None:
             out = np.empty((len(x), *batch.shape[1:]), dtype=dtype)

@@ -35,6 +35,7 @@ COLAB_URL = "https://colab.research.google.com"
 TIMEOUTS = {"quick": 30 * 60, "paper": 4 * 60 * 60}
 FALLBACK_TIMEOUT = 4 * 60 * 60
 RUN_TIMES = "run_times.json"
+RESULTS_DIR = "results"  # under book/: the runs every chapter and exercise saves and reuses
 
 # TensorFlow's C++ start-up log lines (CUDA probing, oneDNN notices) reach a notebook's stderr
 # before any Python setting can silence them; they are noise in a rendered book.
@@ -192,13 +193,17 @@ def execute_book(root: Path, out: Path, profile: str, *, only: list[str] | None 
     times = {"profile": profile, "timeout_s": timeout, "machine": machine, "notebooks": {}}
     print(f"Executing {len(notebooks)} notebook(s) with profile {profile!r} (at most {timeout} s a cell) "
           f"on {machine['cpu']}, {machine['cores']} cores; BUSI_DIR={os.environ.get('BUSI_DIR', '<unset>')}")
+    results = out / "book" / RESULTS_DIR
     for path in notebooks:
         name = path.relative_to(out).with_suffix("").as_posix()
+        parameters = {"profile": profile}
+        if "results_dir" in papermill.inspect_notebook(str(path)):  # one folder of runs for the whole book
+            parameters["results_dir"] = os.path.relpath(results, path.parent)
         try:
             papermill.execute_notebook(
                 str(path),
                 str(path),
-                parameters={"profile": profile},
+                parameters=parameters,
                 cwd=str(path.parent),
                 kernel_name="python3",
                 progress_bar=False,
@@ -226,6 +231,7 @@ def main() -> int:
 
     # Figures must be captured by the kernel's inline backend, whatever the calling shell set.
     os.environ.pop("MPLBACKEND", None)
+    os.environ.setdefault("BUSUTILS_QUIET", "1")  # no progress bars on the book's pages
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     execute_book(ROOT, args.out, args.profile, only=args.only, timeout=args.timeout)
     return 0
