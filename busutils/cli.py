@@ -88,6 +88,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         folds=args.folds,
         overwrite=args.overwrite,
         keep_given_test=args.keep_test_part,
+        test_part=args.test_part,
         verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2,  # Keras' bar in a terminal, else a line per epoch
     )
     from .evaluate import format_metric
@@ -220,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive_int, default=None, help="cap every training stage (baseline, classifier head, fine-tuning) at this many epochs")
     train.add_argument("--folds", type=int, default=0, help="also cross-validate the model on this many group-aware folds, as 'compare' does with this seed (checked against the data before any training; default: 0 = off)")
     train.add_argument("--overwrite", action="store_true", help="replace the run already in --out (whole; by default an existing run is never touched)")
+    train.add_argument("--test-part", default="group-aware", choices=["group-aware", "new-images"], help="how the test part is held out: at random by duplicate group, or the images least like all the others (what to expect on new images) (default: %(default)s)")
     train.add_argument("--keep-test-part", action="store_true", help="keep a test/ part that came with the data even if near-duplicates of its images are in train/ (the leak is recorded); by default such data are re-split by group")
     train.set_defaults(func=_cmd_train)
 

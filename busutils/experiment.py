@@ -365,12 +365,14 @@ def run_experiment(
     weights: str | None = None,
     verbose: int | str = 2,
     keep_given_test: bool = False,
+    test_part: str = "group-aware",
 ) -> tuple[Trained, dict]:
-    """Split, train and evaluate one model; returns the trained model and a results dictionary."""
+    """Split (``test_part`` as in :func:`split_dataset`), train and evaluate one model; returns the
+    trained model and a results dictionary."""
     timings: dict[str, float] = {}
     with Timer("split", into=timings):
         split = split_dataset(dataset, test_size=settings.test_size, val_size=settings.val_size, seed=seed,
-                              keep_given_test=keep_given_test)
+                              keep_given_test=keep_given_test, test_part=test_part)
     with Timer("train", into=timings):
         trained = train_model(name, split, settings, seed=seed, weights=weights, verbose=verbose)
     return trained, make_results(trained, dataset, split, settings, seed=seed, timings=timings)

@@ -24,7 +24,7 @@ from .data import Dataset, load_dataset
 from .duplicates import MAX_DISTANCE
 from .evaluate import metrics_table
 from .cache import image_digests
-from .experiment import data_summary, evaluate_model, run_experiment
+from .experiment import Split, data_summary, evaluate_model, run_experiment, seen_images, split_dataset
 from .models import MODEL_NAMES
 from .profiles import Profile, as_dict, get_profile
 from .results import environment_info, read_json, write_json_atomic
@@ -72,13 +72,15 @@ def train_run(
     folds: int = 0,
     overwrite: bool = False,
     keep_given_test: bool = False,
+    test_part: str = "group-aware",
     verbose: int | str = 2,
 ) -> dict:
     """Train, evaluate and save a run folder ``out``: ``model.keras`` and ``results.json``.
 
     Refuses an ``out`` folder that is not empty unless ``overwrite``; the run is written in a
     folder beside it and moved into place only when complete.  A test part that comes with the
-    data and leaks is re-split by group unless ``keep_given_test`` (see
+    data and leaks is re-split by group unless ``keep_given_test``; ``test_part="new-images"``
+    holds out the images least like the rest instead (see
     :func:`busutils.experiment.split_dataset`).  With ``folds``, the model is also
     cross-validated by :func:`busutils.crossval.compare_models` (what ``compare`` runs, with
     this seed), recorded under ``"cross_validation"``; the folds are checked against the data
@@ -93,7 +95,7 @@ def train_run(
     if folds:
         check_folds(dataset, folds, seeds=[seed])
     trained, results = run_experiment(model, dataset, settings, seed=seed, weights=weights, verbose=verbose,
-                                      keep_given_test=keep_given_test)
+                                      keep_given_test=keep_given_test, test_part=test_part)
     if folds:
         results["cross_validation"] = compare_models(dataset, settings, models=[model], folds=folds, seeds=[seed],
                                                      weights=weights, log=print if verbose else None)
@@ -188,12 +190,13 @@ def _weights_now(settings: Profile) -> str:
     return "random" if source.is_random else f"sha256 {file_hash(source.path)[:12]}"
 
 
-def reuse_mismatches(saved: dict, name: str, dataset: Dataset, settings: Profile, seed: int) -> list[str]:
+def reuse_mismatches(saved: dict, name: str, split: Split, settings: Profile, seed: int) -> list[str]:
     """Why the saved run ``saved`` of model ``name`` is not the run ``settings`` would train now on
-    ``dataset`` with ``seed`` (empty when it is: it may be reused).
+    ``split`` with ``seed`` (empty when it is: it may be reused).
 
-    The saved run's own record decides: its settings, seed, task and images (their pixel digests),
-    the weights it started from (their sha256, or random) and the precision it computed in.
+    The saved run's own record decides: its settings, seed and task, the images of each of its
+    parts (their pixel digests), the weights it started from (their sha256, or random) and the
+    precision it computed in.
     """
     from .precision import choose_precision
 
@@ -205,12 +208,13 @@ def reuse_mismatches(saved: dict, name: str, dataset: Dataset, settings: Profile
         why.append(f"its settings differ ({', '.join(differ)})")
     if saved.get("seed") != seed:
         why.append(f"its seed is {saved.get('seed')}, not {seed}")
-    if saved["data"]["task"] != dataset.task:
+    if saved["data"]["task"] != split.train.task:
         why.append(f"its task is {saved['data']['task']}")
-    seen = saved.get("seen", {})
-    images = sorted(d for part in ("train", "val", "test") for d in seen.get(part, {}).get("digests", []))
-    if images != sorted(image_digests(dataset.images)):
-        why.append("it was trained and tested on other images")
+    now = seen_images(split)
+    parts = [part for part in ("train", "val", "test")
+             if sorted(saved.get("seen", {}).get(part, {}).get("digests", [])) != sorted(now[part]["digests"])]
+    if parts:
+        why.append(f"its {', '.join(parts)} image(s) differ")
     if name != "baseline":
         weights = _weights_now(settings)
         recorded = str(saved.get("weights", ""))
@@ -224,14 +228,15 @@ def reuse_mismatches(saved: dict, name: str, dataset: Dataset, settings: Profile
 
 
 def load_or_train(name: str, dataset: Dataset, settings: Profile, *, results_dir: str | Path, seed: int = 0,
-                  verbose: int | str = 0) -> tuple[keras.Model, dict]:
+                  verbose: int | str = 0, test_part: str = "group-aware") -> tuple[keras.Model, dict]:
     """The model ``name`` as an earlier chapter saved it in ``results_dir``, or trained now and saved.
 
     A saved run is reused only when it is the run these arguments would train
-    (:func:`reuse_mismatches`: settings, seed, images, weights and precision); otherwise, or when a
-    chapter runs alone (e.g. on Colab), the model is trained here, saying why.  A saved model comes
-    back uncompiled, to be scored and looked into (its optimizer's state is not kept: compile it
-    again to train it further).
+    (:func:`reuse_mismatches`: settings, seed, the images of each part, weights and precision);
+    otherwise, or when a chapter runs alone (e.g. on Colab), the model is trained here, saying why.
+    ``test_part`` chooses the split (:func:`busutils.experiment.split_dataset`).  A saved model
+    comes back uncompiled, to be scored and looked into (its optimizer's state is not kept:
+    compile it again to train it further).
     """
     from . import models  # noqa: F401  (registers the custom layers for loading)
 
@@ -239,14 +244,16 @@ def load_or_train(name: str, dataset: Dataset, settings: Profile, *, results_dir
     model_path, results_path = folder / f"{name}.keras", folder / f"{name}.json"
     if model_path.is_file() and results_path.is_file():
         saved = read_json(results_path)
-        why = reuse_mismatches(saved, name, dataset, settings, seed)
+        split = split_dataset(dataset, test_size=settings.test_size, val_size=settings.val_size, seed=seed,
+                              test_part=test_part)
+        why = reuse_mismatches(saved, name, split, settings, seed)
         if not why:
             print(f"{name}: the run saved in {folder.name}/ is reused (same settings, images, weights and precision)")
             return keras.models.load_model(model_path, compile=False), saved
         print(f"{name}: training it again, because the run saved in {folder.name}/ differs: {'; '.join(why)}")
     else:
         print(f"{name}: no run saved in {folder.name}/; training it now")
-    trained, results = run_experiment(name, dataset, settings, seed=seed, verbose=verbose)
+    trained, results = run_experiment(name, dataset, settings, seed=seed, verbose=verbose, test_part=test_part)
     save_run(trained, results, folder)
     return trained.model, results
 

@@ -176,6 +176,7 @@ def test_a_saved_vgg16_run_is_reused_only_with_its_settings_weights_precision_an
     """What a chapter does with the runs of chapters 02-04: reuse a matching one, retrain on any mismatch."""
     from busutils import runs
     from busutils.data import phantom_dataset
+    from busutils.experiment import split_dataset
     from busutils.profiles import get_profile
 
     monkeypatch.setenv("BUSUTILS_CACHE", str(tmp_path / "cache"))
@@ -183,20 +184,22 @@ def test_a_saved_vgg16_run_is_reused_only_with_its_settings_weights_precision_an
     settings = get_profile("smoke", precision="float32")
     runs.load_or_train("vgg16-transfer", data, settings, results_dir=tmp_path / "runs")
     saved = runs.read_json(tmp_path / "runs" / "vgg16-transfer.json")
-    assert runs.reuse_mismatches(saved, "vgg16-transfer", data, settings, 0) == []
 
+    split = split_dataset(data, seed=0)
+    assert runs.reuse_mismatches(saved, "vgg16-transfer", split, settings, 0) == []
     cases = {
         "settings differ (head_hidden)": dict(settings=get_profile("smoke", precision="float32", head_hidden=4)),
         "computed in float32, not mixed_bfloat16": dict(settings=get_profile("smoke", precision="mixed_bfloat16")),
-        "trained and tested on other images": dict(data=phantom_dataset(60, image_size=32, seed=5)),
+        "train, val, test image(s) differ": dict(split=split_dataset(phantom_dataset(60, image_size=32, seed=5))),
+        "val, test image(s) differ": dict(split=split_dataset(data, seed=0, test_part="new-images")),
         "seed is 0, not 1": dict(seed=1),
     }
     for reason, change in cases.items():
-        why = runs.reuse_mismatches(saved, "vgg16-transfer", change.get("data", data),
+        why = runs.reuse_mismatches(saved, "vgg16-transfer", change.get("split", split),
                                     change.get("settings", settings), change.get("seed", 0))
         assert any(reason in line for line in why), (reason, why)
     monkeypatch.setattr(runs, "_weights_now", lambda settings: "sha256 0123456789ab")
-    assert any("other weights" in line for line in runs.reuse_mismatches(saved, "vgg16-transfer", data, settings, 0))
+    assert any("other weights" in line for line in runs.reuse_mismatches(saved, "vgg16-transfer", split, settings, 0))
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
