@@ -23,13 +23,13 @@ __all__ = ["LayerwiseSGD", "finetune_sweep", "freeze_except", "recompile_matters
 
 
 def freeze_except(model: keras.Model, trainable: Sequence[str]) -> list[str]:
-    """Freeze every layer of ``model`` but those named in ``trainable``; the names left trainable.
+    """Freeze every layer of ``model`` but those named in ``trainable``; return these.
 
-    A frozen layer keeps its weights: its gradient is not computed and the optimiser leaves it
-    alone.  Compile the model again afterwards, or Keras goes on training the old selection.
+    A frozen layer keeps its weights: its gradient is not computed and the optimiser
+    leaves it alone.  Compile the model again afterwards, or Keras goes on training the
+    old selection.
     """
-    names = {layer.name for layer in model.layers}
-    unknown = sorted(set(trainable) - names)
+    unknown = sorted(set(trainable) - {layer.name for layer in model.layers})
     if unknown:
         raise ValueError(f"model {model.name!r} has no layer(s) {unknown}")
     for layer in model.layers:
@@ -71,9 +71,11 @@ def recompile_matters(seed: int = 0) -> dict[str, bool]:
 class LayerwiseSGD(keras.optimizers.SGD):
     """SGD whose learning rate is multiplied, for the weights of each layer named in ``multipliers``, by its factor.
 
-    ``multipliers`` maps layer names to factors (e.g. ``{"block5_conv1": 0.1}``); weights of
-    other layers take the learning rate unchanged.  Keras calls ``update_step`` once per weight,
-    so scaling its learning rate there is all it takes.
+    ``multipliers`` maps layer names to factors (e.g. ``{"block5_conv1": 0.1}``); a name also
+    covers the layers whose names start with it (``"head"``: ``head_dense``, ``head_output``),
+    the longest matching name winning.  Weights of other layers take the learning rate
+    unchanged.  Keras calls ``update_step`` once per weight, so scaling its learning rate there
+    is all it takes.
     """
 
     def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, *,
@@ -87,7 +89,12 @@ class LayerwiseSGD(keras.optimizers.SGD):
     def build(self, variables):
         super().build(variables)
         # one factor per weight, in the optimizer's own order (a weight's path starts with its layer)
-        self._factors = [self.multipliers.get(v.path.split("/")[0], 1.0) for v in variables]
+        self._factors = [self.factor(v.path.split("/")[0]) for v in variables]
+
+    def factor(self, layer: str) -> float:
+        """The multiplier of the learning rate for the weights of the layer named ``layer``."""
+        names = [name for name in self.multipliers if layer.startswith(name)]
+        return self.multipliers[max(names, key=len)] if names else 1.0
 
     def update_step(self, gradient, variable, learning_rate):
         factor = self._factors[self._get_variable_index(variable)]

@@ -25,7 +25,7 @@ from scipy.stats import spearmanr
 from .models import chain
 from .train import extract_features
 
-__all__ = ["path_ablation", "randomized_copy", "rank_correlation", "weighted_layers"]
+__all__ = ["cascade_stages", "path_ablation", "randomized_copy", "rank_correlation", "weighted_layers"]
 
 
 def weighted_layers(model: keras.Model) -> list[str]:
@@ -39,6 +39,26 @@ def weighted_layers(model: keras.Model) -> list[str]:
         return hasattr(layer, "kernel")
 
     return [layer.name for layer in reversed(model.layers) if has_kernel(layer)]
+
+
+def cascade_stages(model: keras.Model) -> list[tuple[str, list[str]]]:
+    """The steps of Adebayo et al.'s cascading randomisation: ``(name, layers to randomise)``, from none to all.
+
+    Each step randomises one more block, from the output back: VGG16's convolutions go by block
+    (``block5_conv1`` to ``_conv3`` together), every other layer alone.  The first step,
+    ``"trained"``, randomises nothing.
+    """
+    stages: list[tuple[str, list[str]]] = [("trained", [])]
+    done: list[str] = []
+    for name in weighted_layers(model):
+        block = name.split("_conv")[0]
+        done.append(name)
+        label = f"random to {block}"
+        if stages[-1][0] == label:
+            stages[-1] = (label, list(done))
+        else:
+            stages.append((label, list(done)))
+    return stages
 
 
 def _reinitialise(layer, seed: int) -> int:

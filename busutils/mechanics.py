@@ -20,6 +20,7 @@ from .evaluate import _check_labels
 __all__ = [
     "adam_update",
     "balanced_class_weights",
+    "best_logistic_loss",
     "binary_cross_entropy",
     "fit_logistic",
     "roc_points",
@@ -29,20 +30,20 @@ EPSILON = 1e-7  # Keras' fuzz factor: probabilities are kept this far from 0 and
 
 
 def binary_cross_entropy(y_true: Any, p: Any, sample_weight: Any = None) -> float:
-    """The loss a sigmoid classifier minimises: ``-log`` of the probability given to the true class.
+    """What a sigmoid classifier minimises: ``-log`` of the probability of the true class.
 
-    A malignant image scored ``p`` costs ``-log(p)``, a benign one ``-log(1 - p)``: nothing
-    for a confident right answer, without bound for a confident wrong one.  The batch's loss is
-    the mean over its images, each weighted by ``sample_weight`` (Keras turns ``class_weight``
-    into these, and divides by the number of images, not by the sum of the weights).
+    A malignant image scored ``p`` costs ``-log(p)``, a benign one ``-log(1 - p)``:
+    nothing for a confident right answer, without bound for a confident wrong one.  The
+    loss is the mean over the images, each weighted by ``sample_weight`` (Keras turns
+    ``class_weight`` into these, and divides by the number of images, not by the sum of
+    the weights).
     """
     y = _check_labels(y_true, 2).astype(np.float64)
     p = np.clip(np.asarray(p, dtype=np.float64), EPSILON, 1 - EPSILON)
-    if p.shape != y.shape:
-        raise ValueError(f"p must have one probability per label, shape {y.shape}; got {p.shape}")
-    w = np.ones_like(y) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    if w.shape != y.shape:
-        raise ValueError(f"sample_weight must have one weight per label, shape {y.shape}; got {w.shape}")
+    w = np.ones_like(y) if sample_weight is None else np.asarray(sample_weight, float)
+    if p.shape != y.shape or w.shape != y.shape:
+        raise ValueError(f"p and sample_weight need one value per label, {y.shape}; "
+                         f"got {p.shape} and {w.shape}")
     losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
     return float(np.mean(w * losses))
 
@@ -60,20 +61,23 @@ def balanced_class_weights(labels: Any, n_classes: int = 2) -> dict[int, float]:
     return {c: float(len(y) / (n_classes * counts[c])) for c in range(n_classes)}
 
 
-def adam_update(w: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, step: int, *,
-                learning_rate: float = 1e-3, beta_1: float = 0.9, beta_2: float = 0.999,
-                epsilon: float = EPSILON) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def adam_update(w: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray,
+                step: int, *, learning_rate: float = 1e-3, beta_1: float = 0.9,
+                beta_2: float = 0.999, epsilon: float = EPSILON
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One step of Adam (Kingma & Ba 2015), as ``keras.optimizers.Adam`` takes it.
 
-    ``m`` and ``v`` are running means of each weight's gradient and squared gradient; the step
-    is ``m / sqrt(v)``, so every weight moves by about ``learning_rate`` whatever the scale of
-    its own gradient.  ``step`` counts from 1.  Returns the new weights, ``m`` and ``v``.
+    ``m`` and ``v`` are running means of each weight's gradient and squared gradient;
+    the step is ``m / sqrt(v)``, so every weight moves by about ``learning_rate``
+    whatever the scale of its own gradient.  ``step`` counts from 1.  Returns the new
+    weights, ``m`` and ``v``.
     """
     if int(step) != step or step < 1:
         raise ValueError(f"step counts from 1, got {step}")
     m = beta_1 * m + (1 - beta_1) * grad
     v = beta_2 * v + (1 - beta_2) * grad ** 2
-    rate = learning_rate * np.sqrt(1 - beta_2 ** step) / (1 - beta_1 ** step)  # bias correction
+    # bias correction: m and v start at 0 and would be too small in the first steps
+    rate = learning_rate * np.sqrt(1 - beta_2 ** step) / (1 - beta_1 ** step)
     return w - rate * m / (np.sqrt(v) + epsilon), m, v
 
 
@@ -110,6 +114,19 @@ def fit_logistic(x: Any, y_true: Any, *, optimizer: str = "adam", learning_rate:
             if not np.all(np.isfinite(w)):
                 break
     return losses
+
+
+def best_logistic_loss(x: Any, y_true: Any) -> float:
+    """The lowest cross-entropy a logistic regression on ``x`` can reach: the floor :func:`fit_logistic` aims at.
+
+    Found by scikit-learn's solver (no penalty), which uses second derivatives and so does not
+    care how the inputs are scaled.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    y = _check_labels(y_true, 2)
+    model = LogisticRegression(C=np.inf, max_iter=100_000, tol=1e-10).fit(np.asarray(x, dtype=np.float64), y)
+    return binary_cross_entropy(y, model.predict_proba(np.asarray(x, dtype=np.float64))[:, 1])
 
 
 def roc_points(y_true: Any, scores: Any) -> dict[str, np.ndarray]:

@@ -427,6 +427,7 @@ def plot_curves(
     marks: Mapping[str, float] | None = None,
     levels: Mapping[str, float] | None = None,
     logx: bool = False,
+    logy: bool = False,
     ax: Axes | None = None,
 ) -> Axes:
     """Lines ``{label: (x, y)}``, each with an optional shaded band ``{label: (low, high)}`` over the same x.
@@ -453,6 +454,8 @@ def plot_curves(
         ax.axhline(y, color="0.5", linestyle=styles[j % len(styles)], linewidth=1.2, label=label)
     if logx:
         ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -19,19 +19,23 @@ Labels are 0/1 with 1 = malignant; scores are ordered like the probability of ma
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import brentq
 from scipy.stats import norm, rankdata
 
-from .compare import _check_pair, _placements, delong_test
+from .compare import _check_pair, _placements, delong_test, paired_bootstrap_auc
 from .evaluate import _check_labels, _group_index
 
 __all__ = [
     "auc_correlation",
+    "compare_pairs",
+    "comparison_limits",
     "auc_difference_power",
     "bootstrap_aucs",
     "delong_interval",
@@ -46,19 +50,19 @@ __all__ = [
 
 def bootstrap_aucs(y_true: Any, scores: Any, *, groups: Any = None, n_boot: int = 2000,
                    seed: int = 0) -> np.ndarray:
-    """The AUC of each bootstrap resample of a test part: the raw material of a percentile interval.
+    """The AUC of each bootstrap resample of a test part, for a percentile interval.
 
-    A resample draws, with replacement, as many groups as the test part has and keeps every
-    image of every group drawn (without ``groups`` each image is a group of its own), so that
-    two copies of one lesion always travel together.  A resample that lacks a class has no AUC
-    and is skipped.  The middle 95 % of the returned values is the 95 % percentile interval.
+    A resample draws, with replacement, as many groups as the test part has and keeps
+    every image of every group drawn (without ``groups`` each image is a group of its
+    own), so that two copies of one lesion always travel together.  A resample that
+    lacks a class has no AUC and is skipped.  The middle 95 % of the values returned is
+    the 95 % percentile interval.
     """
     y = _check_labels(y_true, 2)
     s = np.asarray(scores, dtype=np.float64)
-    if s.shape != y.shape:
-        raise ValueError(f"scores must have one value per label, shape {y.shape}; got {s.shape}")
-    if int(n_boot) != n_boot or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer, got {n_boot}")
+    if s.shape != y.shape or int(n_boot) != n_boot or n_boot < 1:
+        raise ValueError(f"scores need one value per label, {y.shape} (got {s.shape}), "
+                         f"and n_boot a positive integer (got {n_boot})")
     group_index, n_groups = _group_index(groups, len(y))
     members = [np.flatnonzero(group_index == g) for g in range(n_groups)]
     rng = np.random.default_rng(seed)
@@ -137,6 +141,54 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     out = np.empty(m)
     out[order] = adjusted
     return out
+
+
+def compare_pairs(y_true: Any, scores: Mapping[str, Any], *, groups: Any = None, n_boot: int = 2000,
+                  seed: int = 0) -> pd.DataFrame:
+    """Every pair of models scored on the same images: AUC difference, DeLong's p-value, Holm's, a bootstrap CI.
+
+    One row per pair ``"b - a"`` (a listed before b in ``scores``): the difference of the AUCs,
+    its paired-bootstrap 95 % interval (whole ``groups`` resampled), DeLong's p-value for that
+    pair alone, and the same p-value adjusted by :func:`holm` for all the pairs tested together.
+    """
+    names = list(scores)
+    if len(names) < 2:
+        raise ValueError(f"scores must hold two or more models to compare, got {names}")
+    rows = {}
+    for a, b in itertools.combinations(names, 2):
+        test = delong_test(y_true, scores[b], scores[a])
+        boot = paired_bootstrap_auc(y_true, scores[b], scores[a], groups=groups, n_boot=n_boot, seed=seed)
+        rows[f"{b} − {a}"] = {"AUC difference": test["difference"], "CI low": boot["ci95"][0],
+                              "CI high": boot["ci95"][1], "p (DeLong)": test["p_value"]}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table["p (DeLong, Holm)"] = holm(table["p (DeLong)"].to_numpy())
+    table.index.name = "pair (b − a)"
+    return table
+
+
+def comparison_limits(folds: int, seeds: Sequence[int], caps: Mapping[str, int], *, profile_folds: int,
+                      n_models: int = 3) -> list[str]:
+    """What a cross-validated comparison run with these settings can and cannot show, in plain sentences.
+
+    ``caps`` are the training settings capped below the profile's (e.g. ``{"baseline_epochs": 10}``).
+    """
+    said = [f"It can show how {n_models} models rank the same images when each is trained once per fold "
+            f"({folds} folds): a paired comparison on these images, under these settings."]
+    if len(seeds) < 2:
+        said.append("It cannot show how much a result moves when only the training seed changes: one seed "
+                    "was run, so the fold-to-fold spread mixes the test images' luck with training's.")
+    if folds < profile_folds:
+        said.append(f"With {folds} folds each model trains on {1 - 1 / folds:.0%} of the images rather than "
+                    f"{1 - 1 / profile_folds:.0%} ({profile_folds} folds): every row is a little weaker than "
+                    "the models of chapters 2 to 4, and not equally so for every model.")
+    if caps:
+        capped = ", ".join(f"{key} = {value}" for key, value in caps.items())
+        said.append(f"It cannot rank approaches whose training was cut short ({capped}): a capped model "
+                    "is handicapped, so a row that loses may only have stopped early. The ranking of capped "
+                    "rows is not a finding about the approaches.")
+    if len(seeds) >= 2 and folds >= profile_folds and not caps:
+        said.append("Nothing was cut short: the rows compare the approaches as the profile trains them.")
+    return said
 
 
 def _check_sizes(n_positive: int, n_negative: int) -> None:

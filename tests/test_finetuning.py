@@ -51,6 +51,13 @@ def test_layerwise_sgd_scales_the_step_of_the_named_layer_only():
         LayerwiseSGD(0.1, multipliers={"first": 0.0})
 
 
+def test_a_layer_name_covers_the_layers_it_begins():
+    optimizer = LayerwiseSGD(0.1, multipliers={"head": 0.5, "head_output": 2.0, "block5_conv1": 0.1})
+    assert optimizer.factor("head_dense") == 0.5
+    assert optimizer.factor("head_output") == 2.0  # the longest name wins
+    assert optimizer.factor("block5_conv1") == 0.1 and optimizer.factor("block5_conv2") == 1.0
+
+
 def test_weight_change_by_hand():
     before = [np.array([3.0, 0.0]), np.array([4.0])]
     assert weight_change(before, [np.array([3.0, 1.0]), np.array([4.0])]) == pytest.approx(1 / 5)

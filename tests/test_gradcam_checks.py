@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from busutils.gradcam import grad_cam
-from busutils.gradcam_checks import path_ablation, randomized_copy, rank_correlation, weighted_layers
+from busutils.gradcam_checks import (cascade_stages, path_ablation, randomized_copy, rank_correlation,
+                                     weighted_layers)
 from busutils.models import baseline_cnn, chain, vgg16_transfer
 from busutils.train import extract_features, to_model_input
 
@@ -21,6 +22,17 @@ def test_weighted_layers_run_from_the_output_back():
     assert weighted_layers(model) == ["output", "dense", "conv5", "conv4", "conv3", "conv2", "conv1"]
     vgg, _ = vgg16_transfer((32, 32, 3), weights="none", seed=0, hidden=4)
     assert weighted_layers(vgg)[:2] == ["head", "block5_conv3"] and weighted_layers(vgg)[-1] == "block1_conv1"
+
+
+def test_the_cascade_randomises_one_more_block_at_each_step():
+    vgg, _ = vgg16_transfer((32, 32, 3), weights="none", seed=0, hidden=4)
+    stages = cascade_stages(vgg)
+    assert [name for name, _ in stages] == ["trained", "random to head", "random to block5", "random to block4",
+                                            "random to block3", "random to block2", "random to block1"]
+    assert stages[0][1] == [] and stages[2][1] == ["head", "block5_conv3", "block5_conv2", "block5_conv1"]
+    assert stages[-1][1] == weighted_layers(vgg)  # every layer at the end
+    baseline, _ = baseline_cnn((32, 32, 3), seed=0)
+    assert [name for name, _ in cascade_stages(baseline)][1:3] == ["random to output", "random to dense"]
 
 
 def test_a_randomised_copy_changes_the_named_layers_and_nothing_else():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from busutils.compare import delong_test
 from busutils.evaluate import bootstrap_ci
 from busutils.uncertainty import (
     auc_correlation,
@@ -188,3 +189,30 @@ def test_spread_over_seeds_changes_one_thing_at_a_time():
         assert row["low"] <= row["auc"] <= row["high"] and row["weights"].startswith("random")
     with pytest.raises(ValueError, match="vary"):
         spread_over_seeds(data, settings, [0], vary="folds")
+
+
+def test_compare_pairs_adjusts_the_delong_p_values_of_every_pair():
+    from busutils.uncertainty import compare_pairs
+
+    y, s = scored(160, seed=11)
+    rng = np.random.default_rng(0)
+    scores = {"weak": s + rng.random(160), "good": s, "also good": s + 0.05 * rng.random(160)}
+    table = compare_pairs(y, scores, n_boot=300, seed=0)
+    assert list(table.index) == ["good − weak", "also good − weak", "also good − good"]
+    row = table.loc["good − weak"]
+    test = delong_test(y, scores["good"], scores["weak"])
+    assert row["AUC difference"] == pytest.approx(test["difference"]) and row["p (DeLong)"] == test["p_value"]
+    np.testing.assert_allclose(table["p (DeLong, Holm)"], holm(table["p (DeLong)"]))
+    assert (table["CI low"] <= table["AUC difference"]).all() and (table["AUC difference"] <= table["CI high"]).all()
+    with pytest.raises(ValueError, match="two or more"):
+        compare_pairs(y, {"one": s})
+
+
+def test_comparison_limits_say_what_one_capped_seed_cannot_show():
+    from busutils.uncertainty import comparison_limits
+
+    said = " ".join(comparison_limits(3, [0], {"baseline_epochs": 10}, profile_folds=5))
+    assert "cannot show how much a result moves" in said and "baseline_epochs = 10" in said
+    assert "67%" in said and "80%" in said and "not a finding" in said
+    full = " ".join(comparison_limits(5, [0, 1, 2], {}, profile_folds=5))
+    assert "cannot" not in full and "Nothing was cut short" in full
