@@ -17,6 +17,7 @@ import numpy as np
 
 from .augment import augmented_copies
 from .models import chain, compile_for, make_optimizer
+from .crossval import _quiet_retracing
 from .train import CopiesSequence, fit
 
 __all__ = ["LayerwiseSGD", "finetune_sweep", "freeze_except", "recompile_matters", "weight_change"]
@@ -154,22 +155,24 @@ def finetune_sweep(model: keras.Model, frozen, split, settings, learning_rates: 
     val = (frozen.activations(split.val.images).astype(np.float32), split.val.labels)
     before = {name: [w.copy() for w in model.get_layer(name).get_weights()] for name in trainable}
     runs = {}
-    try:
-        for label, rates in learning_rates.items():
+    with _quiet_retracing():  # new training steps, built in a loop on purpose
+        try:
+            for label, rates in learning_rates.items():
+                _restore(model, start)
+                back = chain(model, after=frozen.layer)
+                compile_for(back, n_classes, _optimizer(rates, settings.momentum))  # reads the trainable flags
+                initial = back.evaluate(*val, batch_size=settings.batch_size, verbose=0, return_dict=True)
+                train = CopiesSequence(maps, split.train.labels, batch_size=settings.batch_size,
+                                       seed=seed)  # every run sees the same batches
+                result = fit(back, train, val, epochs=int(epochs), batch_size=settings.batch_size,
+                             patience=None, restore_best=False, balance_classes=settings.balance_classes,
+                             seed=seed, verbose=0)
+                runs[label] = {"history": result.history, "initial_auc": float(initial["auc"]),
+                               "rates": dict(rates) if isinstance(rates, Mapping) else float(rates),
+                               "change": {name: weight_change(before[name], model.get_layer(name).get_weights())
+                                          for name in trainable}}
+        finally:
             _restore(model, start)
-            back = chain(model, after=frozen.layer)
-            compile_for(back, n_classes, _optimizer(rates, settings.momentum))  # reads the trainable flags
-            initial = back.evaluate(*val, batch_size=settings.batch_size, verbose=0, return_dict=True)
-            train = CopiesSequence(maps, split.train.labels, batch_size=settings.batch_size,
-                                   seed=seed)  # every run sees the same batches
-            result = fit(back, train, val, epochs=int(epochs), batch_size=settings.batch_size, patience=None,
-                         restore_best=False, balance_classes=settings.balance_classes, seed=seed, verbose=0)
-            runs[label] = {"history": result.history, "initial_auc": float(initial["auc"]),
-                           "rates": dict(rates) if isinstance(rates, Mapping) else float(rates),
-                           "change": {name: weight_change(before[name], model.get_layer(name).get_weights())
-                                      for name in trainable}}
-    finally:
-        _restore(model, start)
     return runs
 
 

@@ -30,7 +30,7 @@ EPSILON = 1e-7  # Keras' fuzz factor: probabilities are kept this far from 0 and
 
 
 def binary_cross_entropy(y_true: Any, p: Any, sample_weight: Any = None) -> float:
-    """What a sigmoid classifier minimises: ``-log`` of the probability of the true class.
+    """What a sigmoid classifier minimises: ``-log`` of the true class's probability.
 
     A malignant image scored ``p`` costs ``-log(p)``, a benign one ``-log(1 - p)``:
     nothing for a confident right answer, without bound for a confident wrong one.  The

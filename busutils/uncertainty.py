@@ -24,6 +24,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import keras
 import numpy as np
 import pandas as pd
 from scipy.optimize import brentq
@@ -45,6 +46,7 @@ __all__ = [
     "rank_auc",
     "simulated_auc_power",
     "spread_over_seeds",
+    "summarise_spread",
 ]
 
 
@@ -287,6 +289,7 @@ def spread_over_seeds(dataset, settings, seeds: Sequence[int], *, vary: str = "t
     Returns one row per seed: ``seed``, ``vary``, ``auc`` and its 95 % group-bootstrap
     interval (``low``, ``high``) on that run's test part, and ``n_test``.
     """
+    from .crossval import _quiet_retracing
     from .experiment import evaluate_model, split_dataset, train_model
 
     if vary not in ("training", "split"):
@@ -294,15 +297,31 @@ def spread_over_seeds(dataset, settings, seeds: Sequence[int], *, vary: str = "t
     if not len(seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be one or more different integers, got {list(seeds)}")
     rows = []
-    for seed in seeds:
-        split_seed, train_seed = (0, int(seed)) if vary == "training" else (int(seed), 0)
-        split = split_dataset(dataset, test_size=settings.test_size, val_size=settings.val_size,
-                              seed=split_seed)
-        trained = train_model(model, split, settings, seed=train_seed, weights=weights, verbose=0,
-                              copies_seed=0)
-        test = evaluate_model(trained.model, split.test, n_boot=settings.n_boot, seed=0,
-                              batch_size=settings.batch_size)
-        low, high = test["ci95"]["auc"]
-        rows.append({"seed": int(seed), "vary": vary, "auc": test["metrics"]["auc"], "low": low,
-                     "high": high, "n_test": len(split.test), "weights": trained.weights_used})
+    with _quiet_retracing():  # a model per seed, built in a loop on purpose
+        for seed in seeds:
+            split_seed, train_seed = (0, int(seed)) if vary == "training" else (int(seed), 0)
+            split = split_dataset(dataset, test_size=settings.test_size, val_size=settings.val_size,
+                                  seed=split_seed)
+            trained = train_model(model, split, settings, seed=train_seed, weights=weights, verbose=0,
+                                  copies_seed=0)
+            test = evaluate_model(trained.model, split.test, n_boot=settings.n_boot, seed=0,
+                                  batch_size=settings.batch_size)
+            low, high = test["ci95"]["auc"]
+            rows.append({"seed": int(seed), "vary": vary, "auc": test["metrics"]["auc"], "low": low,
+                         "high": high, "n_test": len(split.test), "weights": trained.weights_used})
+            keras.utils.clear_session()  # the run's model is no longer needed: free its memory
     return rows
+
+
+def summarise_spread(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """How far the runs of :func:`spread_over_seeds` spread, against one run's interval.
+
+    Returns the number of ``runs``, the ``mean AUC``, the standard deviation of the AUCs
+    over the seeds (``SD over seeds``) and the mean half-width of the runs' 95 % intervals.
+    """
+    if len(rows) < 2:
+        raise ValueError(f"a spread needs two runs or more, got {len(rows)}")
+    aucs = np.array([row["auc"] for row in rows], dtype=float)
+    half = np.mean([(row["high"] - row["low"]) / 2 for row in rows])
+    return {"runs": len(rows), "mean AUC": float(aucs.mean()), "SD over seeds": float(aucs.std(ddof=1)),
+            "mean half-width of one interval": float(half)}

@@ -216,3 +216,15 @@ def test_comparison_limits_say_what_one_capped_seed_cannot_show():
     assert "67%" in said and "80%" in said and "not a finding" in said
     full = " ".join(comparison_limits(5, [0, 1, 2], {}, profile_folds=5))
     assert "cannot" not in full and "Nothing was cut short" in full
+
+
+def test_summarise_spread_by_hand():
+    from busutils.uncertainty import summarise_spread
+
+    rows = [{"auc": 0.8, "low": 0.7, "high": 0.9}, {"auc": 0.9, "low": 0.85, "high": 0.95}]
+    found = summarise_spread(rows)
+    assert found["runs"] == 2 and found["mean AUC"] == pytest.approx(0.85)
+    assert found["SD over seeds"] == pytest.approx(np.std([0.8, 0.9], ddof=1))
+    assert found["mean half-width of one interval"] == pytest.approx(0.075)
+    with pytest.raises(ValueError, match="two runs"):
+        summarise_spread(rows[:1])
