@@ -238,16 +238,25 @@ def detectable_auc_difference(auc: float, n_positive: int, n_negative: int, *, c
                               alpha: float = 0.05, power: float = 0.8) -> float:
     """The smallest rise over ``auc`` that this many images detect with probability ``power``.
 
-    ``nan`` when even a perfect second model (AUC just below 1) would not be detected that often.
+    ``nan`` when no second model, up to an AUC of 1, would be detected that often.  (Near an
+    AUC of 1 the power of the formula can fall again: with a fixed correlation, the standard
+    error of the difference grows back as one model's own error vanishes.  The first rise
+    that reaches ``power`` is returned.)
     """
     if not 0.0 < power < 1.0:
         raise ValueError(f"power must be in (0, 1), got {power}")
-    ceiling = 1.0 - 1e-9
-    if auc_difference_power(auc, ceiling, n_positive, n_negative, correlation=correlation, alpha=alpha) < power:
+
+    def gap(d: float) -> float:
+        return auc_difference_power(auc, auc + d, n_positive, n_negative, correlation=correlation,
+                                    alpha=alpha) - power
+
+    rises = np.linspace(1e-9, (1.0 - 1e-9) - auc, 400)
+    above = np.flatnonzero([gap(d) >= 0 for d in rises])
+    if not len(above):
         return math.nan
-    gap = lambda d: auc_difference_power(auc, auc + d, n_positive, n_negative,  # noqa: E731
-                                         correlation=correlation, alpha=alpha) - power
-    return float(brentq(gap, 1e-9, ceiling - auc))
+    if above[0] == 0:
+        return float(rises[0])
+    return float(brentq(gap, rises[above[0] - 1], rises[above[0]]))
 
 
 def simulated_auc_power(auc_a: float, auc_b: float, n_positive: int, n_negative: int, *,

@@ -104,8 +104,8 @@ def test_how_sure_chapter_runs_on_the_phantom(book, monkeypatch):
     assert len(re.findall(r"tested alone, the two .*; tested with the other pairs", text)) == 3
     power = re.search(r"0.97 against 0.98 on the paper's 300 images: power (\d\.\d+) by the formula, "
                       r"(\d\.\d+) in 500 simulated", text)
-    assert abs(float(power.group(1)) - float(power.group(2))) < 0.1
-    assert float(power.group(1)) < 0.8  # 300 images cannot reliably tell 0.97 from 0.98
+    formula, simulated = float(power.group(1)), float(power.group(2))
+    assert abs(formula - simulated) < 0.2 and max(formula, simulated) < 0.8  # 300 images: not reliably
 
 
 @pytest.mark.slow

@@ -159,6 +159,11 @@ def test_detectable_difference_has_the_asked_power():
     assert auc_difference_power(0.9, 0.9 + d, 135, 165, correlation=0.5) == pytest.approx(0.8, abs=1e-6)
     assert detectable_auc_difference(0.9, 1350, 1650, correlation=0.5) < d
     assert math.isnan(detectable_auc_difference(0.95, 3, 3))  # no model can be shown better on six images
+    # the first rise that reaches the power, even where the formula's power falls again near 1
+    rises = np.linspace(0.0005, 0.0299, 300)
+    powers = [auc_difference_power(0.97, 0.97 + d, 135, 165, correlation=0.8) for d in rises]
+    first = rises[np.argmax(np.array(powers) >= 0.8)]
+    assert detectable_auc_difference(0.97, 135, 165, correlation=0.8) == pytest.approx(first, abs=2e-4)
 
 
 def test_power_arguments_are_checked():
