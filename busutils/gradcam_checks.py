@@ -76,6 +76,15 @@ def _reinitialise(layer, seed: int) -> int:
     return seed
 
 
+def _finalize_normalization(model: keras.Model) -> None:
+    """Let every ``Normalization`` layer compute its mean and variance from the statistics just set."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            _finalize_normalization(layer)
+        elif isinstance(layer, keras.layers.Normalization):
+            layer.finalize_state()
+
+
 def randomized_copy(model: keras.Model, layers: Sequence[str] | None = None, *, seed: int = 0) -> keras.Model:
     """A copy of ``model`` whose named layers (default: all with a kernel) have random weights.
 
@@ -91,6 +100,7 @@ def randomized_copy(model: keras.Model, layers: Sequence[str] | None = None, *, 
         raise ValueError(f"model {model.name!r} has no layer(s) {unknown}")
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
+    _finalize_normalization(copy)
     next_seed = int(seed)
     for name in names:
         next_seed = _reinitialise(copy.get_layer(name), next_seed)
@@ -101,7 +111,9 @@ def rank_correlation(maps_a: Any, maps_b: Any) -> np.ndarray:
     """Spearman's rank correlation of each pair of maps ``(n, H, W)``: 1 for maps that order the pixels alike.
 
     Adebayo et al. compare saliency maps this way: it ignores the maps' scales, which Grad-CAM
-    sets to each map's own maximum.  ``nan`` where a map is constant (e.g. all zero).
+    sets to each map's own maximum.  A constant map (e.g. all zero: nothing raised the score)
+    orders no pixel: against a map that does, the correlation is 0; two constant maps give
+    ``nan``, nothing to compare.
     """
     a, b = np.asarray(maps_a, dtype=np.float64), np.asarray(maps_b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 3:
@@ -110,6 +122,8 @@ def rank_correlation(maps_a: Any, maps_b: Any) -> np.ndarray:
     for i, (x, y) in enumerate(zip(a.reshape(len(a), -1), b.reshape(len(b), -1))):
         if np.ptp(x) > 0 and np.ptp(y) > 0:
             out[i] = spearmanr(x, y).statistic
+        elif np.ptp(x) > 0 or np.ptp(y) > 0:
+            out[i] = 0.0
     return out
 
 

@@ -68,10 +68,21 @@ def test_rank_correlation_of_maps():
     assert rank_correlation(maps, -maps) == pytest.approx([-1, -1, -1])
     assert rank_correlation(maps, maps ** 3) == pytest.approx([1, 1, 1])  # ranks only, not scales
     flat = maps.copy()
-    flat[1] = 0.0
-    assert np.isnan(rank_correlation(maps, flat)[1])
+    flat[1] = 0.0  # a blank map orders no pixel
+    assert rank_correlation(maps, flat)[1] == 0.0
+    assert np.isnan(rank_correlation(flat, flat)[1])  # two blank maps: nothing to compare
     with pytest.raises(ValueError, match="same shape"):
         rank_correlation(maps, maps[:2])
+
+
+def test_a_copy_with_nothing_randomised_scores_and_explains_as_the_model_does():
+    model, _ = vgg16_transfer((32, 32, 3), weights="none", seed=0, hidden=4, features="block4+block5")
+    x = to_model_input(images(4, seed=5))
+    head = model.get_layer("head")
+    head.get_layer("head_norm").adapt(extract_features(chain(model, until="features"), images(12, seed=6)))
+    copy = randomized_copy(model, [], seed=0)  # the head's standardisation must come along
+    np.testing.assert_allclose(copy.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad_cam(copy, x, class_index=1), grad_cam(model, x, class_index=1), atol=1e-5)
 
 
 def test_a_head_that_ignores_block4_loses_nothing_without_it():
