@@ -10,7 +10,8 @@ probability (calibrated, see :mod:`busutils.operating_point`) at the prevalence 
   were calibrated on to another (Bayes' rule on the odds);
 * :func:`predictive_values` and :func:`predictive_value_bands`: the share of cancers among the
   lesions a threshold calls malignant (PPV), and of benign lesions among those it calls
-  benign (NPV), at any prevalence, with bootstrap bands;
+  benign (NPV), at any prevalence, with bands; :func:`cancers_among_benign_calls` counts the
+  cancers a "probably benign" call would defer;
 * :func:`net_benefit`: the decision curve of Vickers & Elkin (2006).
 
 Conventions as in :mod:`busutils.evaluate`: labels 0/1 with 1 = malignant; a case is called
@@ -19,13 +20,16 @@ malignant when its probability is ``>= threshold``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
+from scipy.stats import binomtest
 
-from .evaluate import _check_labels, _check_probabilities, _group_index, _resample_weights
+from .evaluate import _check_labels, _check_probabilities
 
-__all__ = ["BIRADS3_MAX", "net_benefit", "predictive_value_bands", "predictive_values", "shift_prevalence"]
+__all__ = ["BIRADS3_MAX", "cancers_among_benign_calls", "net_benefit", "predictive_value_bands",
+           "predictive_values", "shift_prevalence"]
 
 #: Largest likelihood of malignancy of BI-RADS category 3, "probably benign" (ACR 2013).
 BIRADS3_MAX = 0.02
@@ -76,14 +80,25 @@ def predictive_values(sensitivity: Any, specificity: Any, prevalence: Any) -> di
     return {"ppv": ppv, "npv": npv}
 
 
-def predictive_value_bands(y_true: Any, p: Any, threshold: float, prevalences: Any, *, groups: Any = None,
-                           n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, np.ndarray]:
-    """PPV and NPV at each of ``prevalences`` from this test part's sensitivity and specificity, with bands.
+def _wilson(successes: int, trials: int, level: float) -> tuple[float, float]:
+    """Wilson's interval for a proportion; ``(nan, nan)`` with no trials."""
+    if trials == 0:
+        return math.nan, math.nan
+    found = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=level, method="wilson")
+    return float(found.low), float(found.high)
 
-    The sensitivity and specificity at ``threshold`` are measured on ``(y_true, p)``; each
-    bootstrap resample (whole ``groups`` of near-duplicates when given) measures them again, and
-    the bands are the middle ``level`` of the resulting predictive values at each prevalence.
-    Returns ``prevalence``, ``ppv``, ``npv`` and ``ppv_low``, ``ppv_high``, ``npv_low``, ``npv_high``.
+
+def predictive_value_bands(y_true: Any, p: Any, threshold: float, prevalences: Any, *,
+                           level: float = 0.95) -> dict[str, Any]:
+    """PPV and NPV at each of ``prevalences``, from this test part's sensitivity and specificity, with bands.
+
+    The sensitivity and specificity at ``threshold`` are measured on ``(y_true, p)``, each with
+    Wilson's ``level`` interval; both predictive values rise with both, so the bands are the
+    predictive values at the intervals' ends.  Wilson's interval stays honest at the edges: no
+    cancer missed among 40 still leaves a sensitivity interval down to about 0.91, where a
+    bootstrap would see no uncertainty at all.  Images count as independent.  Returns
+    ``prevalence``, ``sensitivity``, ``specificity``, ``ppv``, ``npv`` and ``ppv_low``,
+    ``ppv_high``, ``npv_low``, ``npv_high``.
     """
     y = _check_labels(y_true, 2)
     s = _check_probabilities(p, len(y), name="p")
@@ -91,29 +106,35 @@ def predictive_value_bands(y_true: Any, p: Any, threshold: float, prevalences: A
         raise ValueError(f"p must be 1-D (probability of malignant), got shape {s.shape}")
     if y.min() == y.max():
         raise ValueError("y_true holds one class only: sensitivity and specificity need both")
-    if int(n_boot) != n_boot or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer, got {n_boot}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     pi = _check_fraction(prevalences, "prevalences", closed=True).reshape(-1)
-    called = (s >= float(threshold)).astype(np.float64)
-    positive = (y == 1).astype(np.float64)
-    index, n_groups = _group_index(groups, len(y))
-    w = _resample_weights(np.random.default_rng(seed), index, n_groups, int(n_boot))
-    w = np.vstack([np.ones(len(y)), w])  # row 0: the test part itself
-    n_pos, n_neg = w @ positive, w @ (1 - positive)
-    keep = (n_pos > 0) & (n_neg > 0)
-    w, n_pos, n_neg = w[keep], n_pos[keep], n_neg[keep]
-    se = (w @ (positive * called)) / n_pos
-    sp = (w @ ((1 - positive) * (1 - called))) / n_neg
-    values = predictive_values(se[:, None], sp[:, None], pi[None, :])
-    tail = (1 - level) / 2
-    out = {"prevalence": pi, "sensitivity": float(se[0]), "specificity": float(sp[0])}
-    for key in ("ppv", "npv"):
-        out[key] = values[key][0]
-        with np.errstate(invalid="ignore"):
-            out[f"{key}_low"], out[f"{key}_high"] = np.nanquantile(values[key][1:], [tail, 1 - tail], axis=0)
-    return out
+    called = s >= float(threshold)
+    tp, n_pos = int((called & (y == 1)).sum()), int((y == 1).sum())
+    tn, n_neg = int((~called & (y == 0)).sum()), int((y == 0).sum())
+    se, sp = tp / n_pos, tn / n_neg
+    (se_low, se_high), (sp_low, sp_high) = _wilson(tp, n_pos, level), _wilson(tn, n_neg, level)
+    point = predictive_values(se, sp, pi)
+    low, high = predictive_values(se_low, sp_low, pi), predictive_values(se_high, sp_high, pi)
+    return {"prevalence": pi, "sensitivity": se, "specificity": sp, "ppv": point["ppv"],
+            "npv": point["npv"], "ppv_low": low["ppv"], "ppv_high": high["ppv"], "npv_low": low["npv"],
+            "npv_high": high["npv"]}
+
+
+def cancers_among_benign_calls(y_true: Any, p: Any, threshold: float, *, level: float = 0.95) -> dict[str, Any]:
+    """Of the lesions called benign (``p < threshold``), how many are malignant: count, share, Wilson interval.
+
+    The share is one minus the NPV at this test part's own prevalence; BI-RADS 3 allows at most
+    2 %.  With no cancer among n benign calls the interval still reaches about 4 / n: a few
+    dozen lesions cannot show a rate below 2 %.
+    """
+    y = _check_labels(y_true, 2)
+    s = _check_probabilities(p, len(y), name="p")
+    benign = s < float(threshold)
+    n, cancers = int(benign.sum()), int((benign & (y == 1)).sum())
+    low, high = _wilson(cancers, n, level)
+    return {"called_benign": n, "malignant": cancers, "share": cancers / n if n else math.nan,
+            "low": low, "high": high}
 
 
 def net_benefit(y_true: Any, p: Any, thresholds: Any) -> dict[str, np.ndarray]:
