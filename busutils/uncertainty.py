@@ -180,9 +180,10 @@ def comparison_limits(folds: int, seeds: Sequence[int], caps: Mapping[str, int],
         said.append("It cannot show how much a result moves when only the training seed changes: one seed "
                     "was run, so the fold-to-fold spread mixes the test images' luck with training's.")
     if folds < profile_folds:
-        said.append(f"With {folds} folds each model trains on {1 - 1 / folds:.0%} of the images rather than "
-                    f"{1 - 1 / profile_folds:.0%} ({profile_folds} folds): every row is a little weaker than "
-                    "the models of chapters 2 to 4, and not equally so for every model.")
+        said.append(f"With {folds} folds each model trains on {1 - 1 / folds:.0%} of the images (less its "
+                    f"validation part), against {1 - 1 / profile_folds:.0%} with the profile's {profile_folds}: "
+                    f"every row is weaker than a {profile_folds}-fold run would make it, and not necessarily "
+                    "equally so for every model.")
     if caps:
         capped = ", ".join(f"{key} = {value}" for key, value in caps.items())
         said.append(f"It cannot rank approaches whose training was cut short ({capped}): a capped model "

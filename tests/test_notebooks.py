@@ -197,7 +197,7 @@ def test_comparison_runs_on_the_phantom(fresh_book, monkeypatch):
     assert "SYNTHETIC PHANTOM" in text and "RANDOM weights" in text
     assert _figures(notebook) == 2  # fold AUCs, ROC curves
     assert "It cannot show how much a result moves when only the training seed changes" in text
-    assert "With 2 folds each model trains on 50% of the images" in text
+    assert "With 2 folds each model trains on 50% of the images (less its validation part), against 80%" in text
     assert "p (bootstrap, Holm)" in text
     result = json.loads((fresh_book / "results" / "comparison.json").read_text())
     assert list(result["models"]) == ["baseline", "vgg16-transfer", "vgg16-finetune"]
