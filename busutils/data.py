@@ -107,6 +107,7 @@ class Dataset:
     is_phantom: bool = False
     group_ids: np.ndarray | None = None
     hash_values: np.ndarray | None = None
+    masks: np.ndarray | None = None  # lesion masks (n, h, w), bool, where the data carry them (the phantom)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -153,6 +154,7 @@ class Dataset:
             is_phantom=self.is_phantom,
             group_ids=None if self.group_ids is None else self.group_ids[index],
             hash_values=None if self.hash_values is None else self.hash_values[index],
+            masks=None if self.masks is None else self.masks[index],
         )
 
 
@@ -374,7 +376,7 @@ def phantom_dataset(
 
     spec = get_task(task)
     classes = tuple(dict.fromkeys(c for c in BUSI_CLASSES if c in spec.mapping))
-    images, names, _ = make_phantom(n, size=image_size, classes=classes, difficulty=difficulty, seed=seed)
+    images, names, masks = make_phantom(n, size=image_size, classes=classes, difficulty=difficulty, seed=seed)
     labels = np.asarray([spec.mapping[str(c)] for c in names], dtype=np.int64)
     return Dataset(
         images=images,
@@ -385,6 +387,7 @@ def phantom_dataset(
         layout="phantom",
         task=task,
         is_phantom=True,
+        masks=masks,
     )
 
 
@@ -431,6 +434,47 @@ def source_name(dataset: Dataset) -> str:
         where = f"$BUSI_DIR ({where})"
     kind = "file" if path.suffix else "folder"
     return f"{_LAYOUT_NAMES.get(dataset.layout, dataset.layout)}, read from the {kind} {where}"
+
+
+def mask_files(image: str | Path) -> list[Path]:
+    """The segmentation masks saved beside an image, as the original BUSI release names them.
+
+    ``benign (3).png`` has ``benign (3)_mask.png`` and, where the lesion was outlined twice or
+    the image holds two lesions, ``benign (3)_mask_1.png`` and so on.
+    """
+    image = Path(image)
+    found = []
+    for suffix in dict.fromkeys((image.suffix, ".png")):
+        names = [f"{image.stem}_mask{suffix}"]
+        while (image.parent / names[-1]).is_file():
+            names.append(f"{image.stem}_mask_{len(names)}{suffix}")
+        found += [image.parent / name for name in names[:-1]]
+    return found
+
+
+def lesion_masks(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Lesion masks ``(n, h, w)`` (bool, at the images' size) and which images have one ``(n,)``.
+
+    The phantom knows its lesions.  A folder in the original BUSI layout has mask files beside
+    its images (:func:`mask_files`; several masks of one image are joined); they are read as the
+    images are, resized the same way, and the reader's files are only read.  An image without
+    a mask file gets an empty mask and ``False``; so does every image of a data set without masks
+    (BreastMNIST, BUSI copies that left the masks out).
+    """
+    size = dataset.image_size
+    if dataset.masks is not None:
+        masks = np.asarray(dataset.masks, dtype=bool)
+        return masks, masks.reshape(len(masks), -1).any(axis=1)
+    masks = np.zeros((len(dataset), size, size), dtype=bool)
+    found = np.zeros(len(dataset), dtype=bool)
+    root = Path(dataset.source)
+    if dataset.layout not in ("busi", "class-folders", "class-folders-split") or not root.is_dir():
+        return masks, found
+    for i, image_id in enumerate(dataset.ids):
+        for path in mask_files(root / image_id):
+            masks[i] |= read_image(path, size) >= 128
+            found[i] = True
+    return masks, found
 
 
 def describe(dataset: Dataset) -> str:

@@ -21,7 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 __all__ = ["plot_history", "plot_confusion_matrix", "plot_roc", "plot_evaluation", "show_images", "plot_class_balance",
-           "show_filters", "plot_embedding"]
+           "show_filters", "plot_embedding", "plot_stages", "plot_curves", "plot_intervals", "plot_distributions"]
 
 _CHANCE_GID = "busutils-chance-line"
 
@@ -365,4 +365,164 @@ def plot_embedding(
     ax.set_ylabel(f"second principal component ({share[1]:.0%})")
     ax.set_title(title)
     ax.legend()
+    return ax
+
+
+def plot_stages(
+    stages: Mapping[str, Mapping[str, Sequence[float]]],
+    *,
+    best_epochs: Mapping[str, int] | None = None,
+    metrics: Sequence[str] = ("loss", "auc"),
+    title: str = "Training in stages",
+) -> Figure:
+    """The learning curves of training stages that follow one another (e.g. classifier, then fine-tuning), joined.
+
+    ``stages`` maps a stage's name to its Keras history, in the order they ran; epochs are
+    numbered on through the stages.  Each stage starts from the weights the previous one kept:
+    ``best_epochs`` (a stage's kept epoch, 1-based; 0 = none beat its start) marks those epochs
+    with dashed lines.  A dotted line and the stage's name mark where each stage begins.
+    """
+    if not stages:
+        raise ValueError("stages is empty: give at least one history")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
+    offsets, start = {}, 0
+    for name, history in stages.items():
+        offsets[name] = start
+        start += len(next(iter(history.values()), []))
+    for ax, metric in zip(axes[0], metrics):
+        for i, (name, history) in enumerate(stages.items()):
+            key = _find_key(history, metric)
+            if key is None:
+                raise KeyError(f"stage {name!r} has no {metric!r} in its history; keys: {sorted(history)}")
+            for part, style in ((key, "-"), (f"val_{key}", "--")):
+                if part in history:
+                    values = np.asarray(history[part], dtype=float)
+                    epochs = offsets[name] + np.arange(1, len(values) + 1)
+                    which = "validation" if part.startswith("val_") else "training"
+                    ax.plot(epochs, values, style, marker=".", color=f"C{i}", label=f"{name}, {which}")
+            if i:
+                ax.axvline(offsets[name] + 0.5, color="0.3", linestyle=":", linewidth=1)
+            ax.annotate(name, (offsets[name] + 1, 1.0), xycoords=("data", "axes fraction"),
+                        va="top", fontsize=8, color=f"C{i}")
+            if best_epochs and name in best_epochs:
+                ax.axvline(offsets[name] + int(best_epochs[name]), color=f"C{i}", linestyle="--",
+                           linewidth=0.8, alpha=0.6)
+        ax.set_xlabel("epoch, counted through the stages")
+        ax.set_ylabel(metric)
+        ax.set_title(metric)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0, -1].legend(fontsize=8, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    bands: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    marks: Mapping[str, float] | None = None,
+    levels: Mapping[str, float] | None = None,
+    logx: bool = False,
+    logy: bool = False,
+    ax: Axes | None = None,
+) -> Axes:
+    """Lines ``{label: (x, y)}``, each with an optional shaded band ``{label: (low, high)}`` over the same x.
+
+    ``marks`` draws labelled vertical lines (e.g. a prevalence, a threshold), ``levels``
+    labelled horizontal ones (e.g. a target).  Titled, axes labelled, legend outside the data.
+    """
+    if not curves:
+        raise ValueError("curves is empty")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (label, (x, y)) in enumerate(curves.items()):
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        if x.shape != y.shape or x.ndim != 1:
+            raise ValueError(f"curve {label!r}: x and y must be 1-D of one length; got {x.shape} and {y.shape}")
+        ax.plot(x, y, color=f"C{i}", linewidth=2, label=label)
+        if bands and label in bands:
+            low, high = (np.asarray(b, dtype=float) for b in bands[label])
+            ax.fill_between(x, low, high, color=f"C{i}", alpha=0.2, linewidth=0)
+    styles = [":", "-.", (0, (5, 2)), (0, (1, 3))]
+    for j, (label, x) in enumerate((marks or {}).items()):
+        ax.axvline(x, color="0.25", linestyle=styles[j % len(styles)], linewidth=1.2, label=label)
+    for j, (label, y) in enumerate((levels or {}).items()):
+        ax.axhline(y, color="0.5", linestyle=styles[j % len(styles)], linewidth=1.2, label=label)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return ax
+
+
+def plot_intervals(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    xlabel: str,
+    title: str,
+    reference: Mapping[str, float] | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """A forest plot: one row per estimate (``label``, ``value``, ``low``, ``high``), an interval around each point.
+
+    ``reference`` draws labelled vertical lines (e.g. the estimate of one run, or chance).
+    """
+    if not rows:
+        raise ValueError("rows is empty")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
+    y = np.arange(len(rows))[::-1]
+    for position, row in zip(y, rows):
+        value, low, high = (float(row[k]) for k in ("value", "low", "high"))
+        ax.errorbar(value, position, xerr=[[value - low], [high - value]], fmt="o", color="C0", capsize=3)
+    ax.set_yticks(y, [str(row["label"]) for row in rows])
+    for j, (label, x) in enumerate((reference or {}).items()):
+        ax.axvline(x, color=f"C{j + 1}", linestyle="--", linewidth=1, label=label)
+    if reference:
+        ax.legend(fontsize=8, loc="lower left")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return ax
+
+
+def plot_distributions(
+    samples: Mapping[str, Sequence[float]],
+    *,
+    xlabel: str,
+    title: str,
+    intervals: Mapping[str, tuple[float, float]] | None = None,
+    observed: float | None = None,
+    bins: int = 40,
+    ax: Axes | None = None,
+) -> Axes:
+    """Histograms of several samples on one axis (e.g. bootstrap AUCs), each with its interval's ends.
+
+    ``intervals`` marks each sample's interval with two lines of its colour; ``observed`` marks
+    the value measured on the data themselves.
+    """
+    if not samples:
+        raise ValueError("samples is empty")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    values = [np.asarray(v, dtype=float) for v in samples.values()]
+    edges = np.histogram_bin_edges(np.concatenate(values), bins=bins)
+    for i, (label, v) in enumerate(zip(samples, values)):
+        ax.hist(v, bins=edges, histtype="stepfilled", alpha=0.35, color=f"C{i}", label=f"{label} ({len(v)})")
+        if intervals and label in intervals:
+            for end in intervals[label]:
+                ax.axvline(end, color=f"C{i}", linestyle="--", linewidth=1.2)
+    if observed is not None:
+        ax.axvline(observed, color="k", linewidth=1.5, label=f"measured on the data: {observed:.3f}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("resamples")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
     return ax

@@ -55,6 +55,21 @@ def test_data_tour_runs_on_the_phantom(book, monkeypatch):
     assert _figures(notebook) >= 4
 
 
+# What the mechanics sections of chapters 2 to 4 print, whatever the run gives.
+MECHANICS = {
+    "02_baseline_cnn": [r"loss of a malignant image",
+                        r"area under them (\d\.\d+), the AUC \1",  # the ROC by hand, the same area
+                        r"95% interval (\[\d\.\d+, \d\.\d+\])\nthe interval reported with the "
+                        r"test metrics: \1"],  # the bootstrap loop gives the chapter's interval
+    "03_vgg16_transfer": [r"penalty chosen on the validation part: C = ",
+                          r"classifier minus probe, on the same test images: AUC difference"],
+    "04_vgg16_finetune": [r"frozen, not recompiled: the frozen layer's weights moved",
+                          r"frozen, recompiled: the frozen layer's weights did not move",
+                          r"left trainable: block5_conv1, block5_conv2, block5_conv3, head",
+                          r"the larger rate moved the weights block5_conv1 \d|Some run diverged"],
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, key", [
     ("02_baseline_cnn", "baseline"),
@@ -63,13 +78,34 @@ def test_data_tour_runs_on_the_phantom(book, monkeypatch):
 ])
 def test_model_chapters_run_on_the_phantom(book, monkeypatch, name, key):
     notebook = _run(book, name, monkeypatch, epochs=2, weights="none")
-    assert "SYNTHETIC PHANTOM" in _outputs(notebook)
+    text = _outputs(notebook)
+    assert "SYNTHETIC PHANTOM" in text
     assert _figures(notebook) >= 2  # learning curves, confusion matrix and ROC
+    for expected in MECHANICS[name]:
+        assert re.search(expected, text), expected
     results = json.loads((book / "results" / f"{key}.json").read_text())
     assert results["data"]["is_phantom"] and results["model"] == key
     assert results["profile"]["baseline_epochs"] == results["profile"]["finetune_epochs"] == 2
     assert results["weights"].startswith("random")
     assert (book / "results" / f"{key}.keras").is_file()  # saved for the later chapters
+
+
+@pytest.mark.slow
+def test_how_sure_chapter_runs_on_the_phantom(book, monkeypatch):
+    # after chapters 2 to 4 in the same book, their runs are reused
+    notebook = _run(book, "04b_how_sure", monkeypatch, epochs=2, weights="none", seeds=[0, 1])
+    text = _outputs(notebook)
+    assert "SYNTHETIC PHANTOM" in text
+    assert _figures(notebook) == 4  # resampled AUCs, five intervals, seeds, power
+    widths = {label: float(width) for label, width in
+              re.findall(r"scores, (copies as images|copies grouped by image): .* width (\d\.\d+)", text)}
+    assert widths["copies as images"] < widths["copies grouped by image"] / 3  # about sqrt(24) narrower
+    assert "DeLong standard error" in text
+    assert len(re.findall(r": the two (differ|cannot be told apart)", text)) == 3  # one verdict per pair
+    power = re.search(r"0.97 against 0.98 on the paper's 300 images: power (\d\.\d+) by the formula, "
+                      r"(\d\.\d+) in 500 simulated", text)
+    formula, simulated = float(power.group(1)), float(power.group(2))
+    assert abs(formula - simulated) < 0.2 and max(formula, simulated) < 0.8  # 300 images: not reliably
 
 
 @pytest.mark.slow
@@ -128,8 +164,14 @@ def test_gradcam_chapter_runs_alone_on_the_phantom(book, monkeypatch, tmp_path):
     assert "SYNTHETIC PHANTOM" in text and "The phantom has no burned-in text" in text
     assert "layer block5_conv3" in text and "layer relu5" in text
     flagged = int(re.search(r"(\d+) of \d+ test images have flagged pixels", text).group(1))
-    # a Grad-CAM grid per model; with flagged pixels, the flagged pixels and the masked scores too
-    assert _figures(notebook) == 3 + 2 * (flagged > 0)
+    # a Grad-CAM grid per model; with flagged pixels, the flagged pixels and the masked scores too;
+    # the cascade (curves and maps), block 4 against block 5, the lesion outlines
+    assert _figures(notebook) == 3 + 2 * (flagged > 0) + 4
+    correlations = re.findall(r"everything random: (-?\d\.\d+)", text)
+    assert len(correlations) == 3 and all(-1 <= float(r) <= 1 for r in correlations)
+    outlined = re.search(r"(\d+) of (\d+) test images have a lesion outline", text)
+    assert outlined.group(1) == outlined.group(2)  # the phantom knows all its lesions
+    assert "heat inside the lesion" in text and "AUC, without block4 features" in text
     for key in ("baseline", "vgg16-transfer", "vgg16-finetune"):
         results = json.loads((tmp_path / f"{key}.json").read_text())
         assert results["data"]["is_phantom"] and results["profile"]["image_size"] == 64
@@ -154,6 +196,9 @@ def test_comparison_runs_on_the_phantom(fresh_book, monkeypatch):
     text = _outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text and "RANDOM weights" in text
     assert _figures(notebook) == 2  # fold AUCs, ROC curves
+    assert "It cannot show how much a result moves when only the training seed changes" in text
+    assert "With 2 folds each model trains on 50% of the images (less its validation part), against 80%" in text
+    assert "p (bootstrap, Holm)" in text
     result = json.loads((fresh_book / "results" / "comparison.json").read_text())
     assert list(result["models"]) == ["baseline", "vgg16-transfer", "vgg16-finetune"]
     assert result["protocol"]["folds"] == 2 and result["data"]["is_phantom"]
@@ -172,7 +217,11 @@ def test_operating_point_runs_on_the_phantom_without_earlier_chapters(fresh_book
                     target_sensitivity=0.9, **TINY)
     text = _outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text and "RANDOM weights" in text
-    assert _figures(notebook) == 3  # trade-off, confusion matrices, reliability curves
+    # trade-off, confusion matrices, reliability curves, predictive values, decision curve
+    assert _figures(notebook) == 5
+    assert re.search(r"BI-RADS 3 asks for at most 2%|No test lesion has a calibrated probability", text)
+    assert "2% on the calibrated probability (BI-RADS 3/4)" in text
+    assert "chose the epoch, the threshold and the calibration" in text
     run = json.loads((fresh_book / "results" / "vgg16-transfer.json").read_text())
     threshold = threshold_for_sensitivity(run["val"]["labels"], run["val"]["scores"], 0.9)
     assert f"threshold for sensitivity >= 0.9 on the validation part: {threshold:.3f}" in text
