@@ -1,6 +1,6 @@
 """Fine-tuning step by step: which layers train, why Keras must compile again, how large the steps are.
 
-:func:`freeze_except` is the freezing loop.  :func:`recompile_matters` shows on a tiny model
+:func:`busutils.models.freeze_except` is the freezing loop.  :func:`recompile_matters` shows on a tiny model
 that Keras reads the layers' ``trainable`` flags when a model is compiled, not when it trains.
 :class:`LayerwiseSGD` gives each layer its own learning rate (smaller for earlier layers,
 "discriminative fine-tuning", Howard & Ruder 2018).  :func:`finetune_sweep` fine-tunes one
@@ -16,26 +16,12 @@ import keras
 import numpy as np
 
 from .augment import augmented_copies
-from .models import chain, compile_for, make_optimizer
 from .crossval import _quiet_retracing
-from .train import CopiesSequence, fit
+from .models import compile_for, finetune_layer_names, freeze_except, make_optimizer
+from .precision import precision_scope, to_float32
+from .train import fit
 
 __all__ = ["LayerwiseSGD", "finetune_sweep", "freeze_except", "recompile_matters", "weight_change"]
-
-
-def freeze_except(model: keras.Model, trainable: Sequence[str]) -> list[str]:
-    """Freeze every layer of ``model`` but those named in ``trainable``; return these.
-
-    A frozen layer keeps its weights: its gradient is not computed and the optimiser
-    leaves it alone.  Compile the model again afterwards, or Keras goes on training the
-    old selection.
-    """
-    unknown = sorted(set(trainable) - {layer.name for layer in model.layers})
-    if unknown:
-        raise ValueError(f"model {model.name!r} has no layer(s) {unknown}")
-    for layer in model.layers:
-        layer.trainable = layer.name in trainable
-    return [layer.name for layer in model.layers if layer.trainable]
 
 
 def recompile_matters(seed: int = 0) -> dict[str, bool]:
@@ -126,49 +112,49 @@ def weight_change(before: Sequence[np.ndarray], after: Sequence[np.ndarray]) -> 
     return float(moved / size) if size > 0 else float("nan")
 
 
-def finetune_sweep(model: keras.Model, frozen, split, settings, learning_rates: Mapping[str, float | Mapping[str, float]],
-                   *, trainable: Sequence[str], epochs: int, seed: int = 0) -> dict[str, dict]:
-    """Fine-tune ``model`` once per entry of ``learning_rates``, each time from the same weights.
+def finetune_sweep(frozen, split, settings, learning_rates: Mapping[str, float | Mapping[str, float]],
+                   *, epochs: int, trainable: Sequence[str] | None = None, seed: int = 0) -> dict[str, dict]:
+    """Fine-tune ``frozen.model`` once per entry of ``learning_rates``, each time from the same weights.
 
-    ``model`` is a VGG16 model with a trained classifier (``"head"``), ``frozen`` its
-    :class:`busutils.experiment.FrozenVGG16` (whose cached activations feed the layers after
-    ``frozen.layer``), ``trainable`` the VGG16 layers to unfreeze.  A learning rate is a number
-    (SGD with the profile's momentum) or a mapping from layer name to rate
-    (:class:`LayerwiseSGD`).  Every run trains ``epochs`` epochs on the cached activations of
-    the training images' augmented copies, one copy per epoch, and is not stopped early.
+    ``frozen`` is a :class:`busutils.frozen.FrozenVGG16` whose classifier is trained (its
+    cached activations feed the layers after ``frozen.layer``); ``trainable`` are the VGG16
+    layers to unfreeze (default: the profile's ``finetune_layers``).  A learning rate is a
+    number (SGD with the profile's momentum) or a mapping from layer name to rate
+    (:class:`LayerwiseSGD`); no gradient clipping, so that the steps stay in proportion to the
+    rates.  Every run trains ``epochs`` epochs on the cached activations of the training
+    images' augmented copies, one copy per epoch, and is not stopped early.
 
     Returns, per entry, ``history`` (Keras'), ``initial_auc`` (validation AUC before training)
-    and ``change`` (:func:`weight_change` of each unfrozen layer).  ``model`` gets its starting
+    and ``change`` (:func:`weight_change` of each unfrozen layer).  The model gets its starting
     weights back.
     """
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be a positive whole number, got {epochs}")
-    n_classes = max(2, int(model.outputs[0].shape[-1]))
+    model = frozen.model
+    trainable = list(finetune_layer_names(settings.finetune_layers) if trainable is None else trainable)
     freeze_except(model, [*trainable, "head"])
     # every variable, the dropout's random state included (get_weights leaves it out), so that every
     # run draws the same dropout masks
     start = [keras.ops.convert_to_numpy(v).copy() for v in model.variables]
     copies = settings.augment_copies if settings.augmentation != "none" else 1
     images = augmented_copies(split.train.images, copies, settings.augmentation, seed=seed)
-    maps = frozen.activations(images.reshape(-1, *images.shape[2:]))
-    maps = maps.reshape(len(split.train), copies, *maps.shape[1:])
-    val = (frozen.activations(split.val.images).astype(np.float32), split.val.labels)
+    val = (to_float32(frozen.activations(split.val.images)), split.val.labels)
     before = {name: [w.copy() for w in model.get_layer(name).get_weights()] for name in trainable}
     runs = {}
     with _quiet_retracing():  # new training steps, built in a loop on purpose
         try:
             for label, rates in learning_rates.items():
                 _restore(model, start)
-                back = chain(model, after=frozen.layer)
-                compile_for(back, n_classes, _optimizer(rates, settings.momentum))  # reads the trainable flags
+                with precision_scope(frozen.policy):
+                    back = compile_for(frozen.back, frozen.n_classes, _optimizer(rates, settings.momentum))
                 initial = back.evaluate(*val, batch_size=settings.batch_size, verbose=0, return_dict=True)
-                train = CopiesSequence(maps, split.train.labels, batch_size=settings.batch_size,
-                                       seed=seed)  # every run sees the same batches
+                train = frozen.copies_sequence(images, split.train.labels, seed=seed)  # the same batches each run
                 result = fit(back, train, val, epochs=int(epochs), batch_size=settings.batch_size,
                              patience=None, restore_best=False, balance_classes=settings.balance_classes,
                              seed=seed, verbose=0)
                 runs[label] = {"history": result.history, "initial_auc": float(initial["auc"]),
                                "rates": dict(rates) if isinstance(rates, Mapping) else float(rates),
+                               "diverged_epoch": result.diverged_epoch,
                                "change": {name: weight_change(before[name], model.get_layer(name).get_weights())
                                           for name in trainable}}
         finally:

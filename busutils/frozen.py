@@ -132,6 +132,11 @@ class FrozenVGG16:
             self.back = chain(self.model, after=self.layer)
         self.name, self.policy, self.n_classes, self.batch_size = name, policy, n_classes, settings.batch_size
 
+    def set_weights_from(self, model: keras.Model) -> None:
+        """Give ``model``'s weights (e.g. a saved run of the same architecture) to this network."""
+        self.model.set_weights(model.get_weights())
+        self.model.get_layer("head").get_layer("head_norm").finalize_state()
+
     # ------------------------------------------------------------------ cached activations
 
     def activations(self, images: np.ndarray) -> np.ndarray:

@@ -48,6 +48,7 @@ __all__ = [
     "fit_standardisation",
     "finetune_layer_names",
     "feature_layers",
+    "freeze_except",
     "frozen_until",
     "layer_table",
     "make_optimizer",
@@ -391,6 +392,21 @@ def fit_standardisation(head: keras.Model, features: np.ndarray, *, floor: float
     norm.finalize_state()
 
 
+def freeze_except(model: keras.Model, trainable: Sequence[str]) -> list[str]:
+    """Freeze every layer of ``model`` but those named in ``trainable``; return these.
+
+    A frozen layer keeps its weights: its gradient is not computed and the optimiser
+    leaves it alone.  Compile the model again afterwards, or Keras goes on training the
+    old selection.
+    """
+    unknown = sorted(set(trainable) - {layer.name for layer in model.layers})
+    if unknown:
+        raise ValueError(f"model {model.name!r} has no layer(s) {unknown}")
+    for layer in model.layers:
+        layer.trainable = layer.name in trainable
+    return [layer.name for layer in model.layers if layer.trainable]
+
+
 def finetune_layer_names(layers_to_train: str | Sequence[str]) -> tuple[str, ...]:
     """The VGG16 layers fine-tuning trains, from ``"block5"`` (its conv layers), ``"block4+block5"``,
     a layer name such as ``"block5_conv3"``, or a sequence of layer names."""
@@ -443,8 +459,7 @@ def _vgg16_with_head(
 ) -> Built:
     """VGG16 base + pooled features + head in one functional model; only ``trainable`` base layers train."""
     base, used = vgg16_base(input_shape, weights, strict=strict, seed=seed)
-    for layer in base.layers:
-        layer.trainable = layer.name in trainable
+    freeze_except(base, trainable)
     pooled = [layers.GlobalAveragePooling2D(name=f"gap_{name_}")(base.get_layer(name_).output)
               for name_ in feature_layers(features)]
     vector = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="concat_features")(pooled)

@@ -78,7 +78,7 @@ def test_a_sweep_starts_every_run_from_the_same_weights_and_steps_in_proportion(
     split = split_dataset(phantom_dataset(60, image_size=32, seed=0), seed=0)
     trained = train_model("vgg16-transfer", split, settings, seed=0, verbose=0)
     start = [w.copy() for w in trained.model.get_weights()]
-    runs = finetune_sweep(trained.model, trained.frozen, split, settings,
+    runs = finetune_sweep(trained.frozen, split, settings,
                           {"small": 1e-6, "ten times larger": 1e-5,
                            "layer-wise": {"block5_conv1": 1e-7, "block5_conv2": 1e-6, "block5_conv3": 1e-5}},
                           trainable=finetune_layer_names("block5"), epochs=1, seed=0)
