@@ -79,8 +79,8 @@ def test_a_sweep_starts_every_run_from_the_same_weights_and_steps_in_proportion(
     trained = train_model("vgg16-transfer", split, settings, seed=0, verbose=0)
     start = [w.copy() for w in trained.model.get_weights()]
     runs = finetune_sweep(trained.frozen, split, settings,
-                          {"small": 1e-6, "ten times larger": 1e-5,
-                           "layer-wise": {"block5_conv1": 1e-7, "block5_conv2": 1e-6, "block5_conv3": 1e-5}},
+                          {"small": 1e-4, "ten times larger": 1e-3,  # steps well above float32's resolution
+                           "layer-wise": {"block5_conv1": 1e-5, "block5_conv2": 1e-4, "block5_conv3": 1e-3}},
                           trainable=finetune_layer_names("block5"), epochs=1, seed=0)
     assert list(runs) == ["small", "ten times larger", "layer-wise"]
     assert len({run["initial_auc"] for run in runs.values()}) == 1  # one start for all
