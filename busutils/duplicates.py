@@ -186,6 +186,18 @@ def pixel_correlations(images: np.ndarray, size: int = 64) -> np.ndarray:
     return np.clip(x @ x.T, -1.0, 1.0)
 
 
+def nearest_correlation(images: np.ndarray, others: np.ndarray, size: int = 64) -> np.ndarray:
+    """For each image, its highest pixel correlation (as :func:`pixel_correlations`) with any of ``others``.
+
+    How alike a test image is to the most alike training image: near 1 for a copy, lower for an
+    image unlike every image the model learnt from.
+    """
+    if not len(images) or not len(others):
+        raise ValueError(f"images and others must both hold images; got {len(images)} and {len(others)}")
+    correlations = pixel_correlations(np.concatenate([_greyscale(images), _greyscale(others)]), size=size)
+    return correlations[:len(images), len(images):].max(axis=1)
+
+
 def _check_max_distance(max_distance: int) -> None:
     if max_distance < 0:
         raise ValueError(f"max_distance must be >= 0, got {max_distance}")

@@ -501,12 +501,13 @@ def plot_distributions(
     intervals: Mapping[str, tuple[float, float]] | None = None,
     observed: float | None = None,
     bins: int = 40,
+    ylabel: str = "resamples",
     ax: Axes | None = None,
 ) -> Axes:
     """Histograms of several samples on one axis (e.g. bootstrap AUCs), each with its interval's ends.
 
     ``intervals`` marks each sample's interval with two lines of its colour; ``observed`` marks
-    the value measured on the data themselves.
+    the value measured on the data themselves; ``ylabel`` names what is counted.
     """
     if not samples:
         raise ValueError("samples is empty")
@@ -522,7 +523,7 @@ def plot_distributions(
     if observed is not None:
         ax.axvline(observed, color="k", linewidth=1.5, label=f"measured on the data: {observed:.3f}")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("resamples")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
     return ax

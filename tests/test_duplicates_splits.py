@@ -424,3 +424,17 @@ def test_folds_are_checked_against_the_groups_of_each_class():
     for bad in (1, 2.5, True):
         with pytest.raises(ValueError, match="at least 2"):
             check_fold_count(labels, groups, n_splits=bad)
+
+
+def test_nearest_correlation_finds_each_images_closest_other():
+    from busutils.duplicates import nearest_correlation
+
+    rng = np.random.default_rng(0)
+    others = rng.integers(0, 256, size=(5, 32, 32), dtype=np.uint8)
+    copy_of_third = others[2].copy()
+    unlike = rng.integers(0, 256, size=(32, 32), dtype=np.uint8)
+    found = nearest_correlation(np.stack([copy_of_third, unlike]), others)
+    assert found[0] == pytest.approx(1.0)
+    assert found[1] < 0.5
+    with pytest.raises(ValueError, match="must both hold images"):
+        nearest_correlation(others[:0], others)

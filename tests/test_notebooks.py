@@ -226,3 +226,17 @@ def test_operating_point_runs_on_the_phantom_without_earlier_chapters(fresh_book
     threshold = threshold_for_sensitivity(run["val"]["labels"], run["val"]["scores"], 0.9)
     assert f"threshold for sensitivity >= 0.9 on the validation part: {threshold:.3f}" in text
     assert "Brier score" in text and "isotonic" in text
+
+
+@pytest.mark.slow
+def test_new_images_chapter_scores_every_model_on_both_test_parts(fresh_book, monkeypatch):
+    notebook = _run(fresh_book, "09_new_images", monkeypatch, profile="smoke")
+    text = _outputs(notebook)
+    assert "SYNTHETIC PHANTOM" in text and "new images: no test image correlates at" in text
+    assert _figures(notebook) == 2  # likeness, the six intervals
+    for name in ("baseline", "vgg16-transfer", "vgg16-finetune"):
+        assert re.search(rf"{name}: AUC \d\.\d{{3}} on the group-aware test part, \d\.\d{{3}} on new images", text)
+        for folder in ("results", "results/new-images"):
+            run = json.loads((fresh_book / folder / f"{name}.json").read_text())
+            assert run["data"]["test_part"].startswith("new images") == folder.endswith("new-images")
+    assert "what chose it" in text
