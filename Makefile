@@ -27,7 +27,8 @@ html: $(STAMP)
 
 book: notebooks html
 
-# Student editions of book/exercises (no solutions, no outputs) and a zip of them, in _build/exercises
+# Student editions of book/exercises (no solutions, no outputs) and a zip of them, in _build/exercises;
+# the instructor's guide (rubrics, answers, expected values), kept apart, in _build/instructor
 exercises: $(STAMP)
 	$(PY) scripts/make_exercises.py
 
