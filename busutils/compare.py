@@ -177,10 +177,13 @@ def describe_difference(result: dict[str, Any], name_a: str, name_b: str, *, alp
         interval = f", 95% CI {low:+.3f} to {high:+.3f}"
     numbers = f"AUC {a:.3f} against {b:.3f}, a difference of {d:+.3f}{interval}, p = {p:.3f}"
     if abs(d) < 5e-4 and p >= alpha:
-        return f"{name_a} and {name_b} rank these test images alike ({numbers})."
-    if p < alpha:
+        sentence = f"{name_a} and {name_b} rank these test images alike ({numbers})."
+    elif p < alpha:
         better, worse = (name_a, name_b) if d > 0 else (name_b, name_a)
-        return (f"{better} ranks these test images better than {worse} ({numbers}): more than chance "
-                "alone would often give on this many images.")
-    return (f"These test images cannot tell {name_a} from {name_b} ({numbers}): a difference of this "
-            "size is within what chance gives on this many images, which does not make the two equal.")
+        sentence = (f"{better} ranks these test images better than {worse} ({numbers}): more than "
+                    "chance alone would often give on this many images.")
+    else:
+        sentence = (f"These test images cannot tell {name_a} from {name_b} ({numbers}): a difference "
+                    "of this size is within what chance gives on this many images, which does not make "
+                    "the two equal.")
+    return sentence[0].upper() + sentence[1:]
