@@ -28,7 +28,8 @@ html: $(STAMP)
 book: notebooks html
 
 # Student editions of book/exercises (no solutions, no outputs) and a zip of them with the busutils wheel
-# their set-up cell installs (no network or public address needed), in _build/exercises
+# their set-up cell installs (no network or public address needed), in _build/exercises; the instructor's
+# guide (rubrics, answers, expected values), kept apart, in _build/instructor
 exercises: $(STAMP)
 	$(PY) scripts/make_exercises.py
 

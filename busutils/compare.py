@@ -11,6 +11,9 @@ the pairing:
 * :func:`paired_bootstrap_auc` -- a paired bootstrap that can resample whole groups of
   near-duplicate images, as :func:`busutils.evaluate.bootstrap_ci` does.
 
+:func:`describe_difference` says what either result shows, in one sentence a chapter can
+print: a conclusion drawn from the run, never written before it.
+
 Scores are any real numbers ordered like the probability of class 1 (probabilities,
 logits, ...); only their ranks matter.  Labels are 0/1 with 1 = malignant.
 """
@@ -25,7 +28,7 @@ from scipy.stats import norm, rankdata
 
 from busutils.evaluate import _check_labels, _group_index, _resample_weights, _weighted_auc
 
-__all__ = ["delong_test", "paired_bootstrap_auc"]
+__all__ = ["delong_test", "describe_difference", "paired_bootstrap_auc"]
 
 
 def _check_pair(y_true: Any, score_a: Any, score_b: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -151,3 +154,36 @@ def paired_bootstrap_auc(
         "unit": "image" if groups is None else "group",
         "n_units": n_groups,
     }
+
+
+def describe_difference(result: dict[str, Any], name_a: str, name_b: str, *, alpha: float = 0.05) -> str:
+    """One sentence on a paired comparison of two AUCs (:func:`paired_bootstrap_auc` or
+    :func:`delong_test`): which model ranks the test images better, by how much, and whether
+    these images can tell the two apart at level ``alpha``.
+
+    The sentence follows the numbers, so that a chapter states what its own run showed: a
+    difference is called real only when its p-value is below ``alpha``, and a p-value above
+    it is read as "these images cannot tell", never as "equally good".
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    missing = sorted({"auc_a", "auc_b", "difference", "p_value"} - set(result))
+    if missing:
+        raise ValueError(f"result lacks {missing}: pass what paired_bootstrap_auc or delong_test returns")
+    a, b, d, p = result["auc_a"], result["auc_b"], result["difference"], result["p_value"]
+    interval = ""
+    if "ci95" in result:
+        low, high = result["ci95"]
+        interval = f", 95% CI {low:+.3f} to {high:+.3f}"
+    numbers = f"AUC {a:.3f} against {b:.3f}, a difference of {d:+.3f}{interval}, p = {p:.3f}"
+    if abs(d) < 5e-4 and p >= alpha:
+        sentence = f"{name_a} and {name_b} rank these test images alike ({numbers})."
+    elif p < alpha:
+        better, worse = (name_a, name_b) if d > 0 else (name_b, name_a)
+        sentence = (f"{better} ranks these test images better than {worse} ({numbers}): more than "
+                    "chance alone would often give on this many images.")
+    else:
+        sentence = (f"These test images cannot tell {name_a} from {name_b} ({numbers}): a difference "
+                    "of this size is within what chance gives on this many images, which does not make "
+                    "the two equal.")
+    return sentence[0].upper() + sentence[1:]

@@ -1,8 +1,9 @@
 """From scores to decisions: choosing a threshold, and checking and fixing calibration.
 
-A classifier's AUC says nothing about where to cut its scores.  In screening, the cut is
-chosen for a target sensitivity (miss few cancers) on *validation* data, then frozen and
-reported with its confidence interval on the test data.  And a "probability" of 0.9 is
+A classifier's AUC says nothing about where to cut its scores.  For a lesion already found
+(a diagnostic work-up, not screening), the cut is chosen for a target sensitivity (miss few
+cancers) on *validation* data, then frozen and reported with its confidence interval on the
+test data.  And a "probability" of 0.9 is
 only a probability if, among cases scored 0.9, nine in ten are malignant: the
 reliability curve and the Brier score check that, and a recalibration map fitted on
 validation data repairs it.

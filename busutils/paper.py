@@ -8,7 +8,10 @@ what the paper reports that is not a setting (data, hardware, software, timings)
 
 :func:`side_by_side` reads the settings from the profile objects it is given, so the page it
 renders cannot drift from the code; :func:`leak_arithmetic` asks which test-set sizes can
-produce the accuracies of Table 1.
+produce the accuracies of Table 1, and :data:`LEAK_EVIDENCE` sets out what speaks for and
+against the reading in which Table 1 was measured on a leaking split.  The book's wording of
+that question, everywhere, is :data:`LEAK_VERDICT`: the text read as written describes a leak,
+and the evidence cannot tell whether Table 1 was measured that way.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from .profiles import Profile
 
 __all__ = [
     "FACTS",
+    "LEAK_EVIDENCE",
+    "LEAK_VERDICT",
     "PROFILE_FIELDS",
     "SECTIONS",
     "SETTINGS",
@@ -35,6 +40,7 @@ __all__ = [
     "Statement",
     "facts_table",
     "leak_arithmetic",
+    "leak_evidence",
     "side_by_side",
     "table1",
     "verdict",
@@ -48,7 +54,7 @@ PROFILE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Profile))
 SECTIONS = ("Abstract", "I", "III", "III.A", "III.B", "III.C", "III.D", "IV", "IV/Table 1", "V")
 
 #: How a profile's value relates to the paper (see :func:`verdict`).
-VERDICTS = ("follows", "follows one reading", "departs", "fills a silence", "book only")
+VERDICTS = ("follows", "follows in part", "follows one reading", "departs", "fills a silence", "book only")
 
 
 class _Unstated:
@@ -68,6 +74,9 @@ class Statement:
     ``says`` quotes the paper (``None`` where it is silent) and ``section`` says where.
     ``value`` is the paper's value in the profile's terms, or :data:`UNSTATED`.
     ``ambiguous``: the words allow more than one reading and ``value`` is one of them.
+    ``book_adds``: what a profile with ``value`` does that the paper does not state (its
+    strengths, its order of steps...); a profile that follows the paper only in part is
+    marked so, never as following it.
     ``book_only``: the setting belongs to the book's machinery, outside what a paper reports.
     """
 
@@ -76,6 +85,7 @@ class Statement:
     note: str
     value: object = UNSTATED
     ambiguous: bool = False
+    book_adds: str = ""
     book_only: bool = False
 
     def __post_init__(self) -> None:
@@ -85,6 +95,8 @@ class Statement:
             raise ValueError(f"section {self.section!r} is not one of {SECTIONS}")
         if self.says is None and self.value is not UNSTATED:
             raise ValueError(f"a value ({self.value!r}) needs the paper's words that state it")
+        if self.book_adds and self.value is UNSTATED:
+            raise ValueError("book_adds names what the book adds to a value the paper states: give the value")
 
 
 @dataclass(frozen=True)
@@ -107,12 +119,13 @@ SETTINGS: dict[str, Statement] = {
         "networks. 224×224 is VGG16's ImageNet input size: the book's choice.",
     ),
     "test_size": Statement(
-        "70% for training, and 30% for testing", "III.A",
-        "Said of the augmented set of 21,600 images, which puts augmented copies of one image on both "
-        "sides. The same section also describes a separate 300-image test set (300 of 1,300, about 23%); "
-        "which of the two produced Table 1 is not said. The book splits by duplicate group before any "
-        "augmentation.",
-        value=0.3, ambiguous=True,
+        "divided into a 1,000-image training set (650 benign and 350 malignant), and a 300-image test set",
+        "III.A",
+        "The paper's images were split 1,000/300: a test part of 300 of 1,300, about 23%. Its '70% for "
+        "training, and 30% for testing' (III.A) is said of the 21,600 augmented copies, not of the images. "
+        "The book holds out 30% of the images, by duplicate group, before any augmentation: its own choice, "
+        "the proportion of the paper's split of copies applied to images.",
+        value=300 / 1300,
     ),
     "val_size": Statement(
         None, None,
@@ -134,16 +147,26 @@ SETTINGS: dict[str, Statement] = {
         "flipping, and filling", "III.A",
         "The list only: no shift, shear or zoom ranges and no fill mode. 'Rescaling' is most likely pixel "
         "scaling (Keras' ImageDataGenerator rescale, as in " + _CHOLLET + "), not a geometric change. "
-        "The strengths in the 'paper' augmentation are the book's.",
-        value="paper",
+        "The 'paper' augmentation uses the listed transformations with the book's strengths, and applies "
+        "them after the split, to training images only, where the paper's text augments the whole data set "
+        "first.",
+        value="paper", book_adds="the strengths of every transformation; augmenting after the split",
     ),
     "augment_copies": Statement(
         "increase the size of our data by 24 times to reach 21,600 images", "III.A",
-        "A fixed set made before the split. 21,600 = 24 × 900, which matches neither the 1,000 training "
-        "images nor the 1,300 collected.",
-        value=24,
+        "The paper's copies were made of its data before they were divided 70/30 (III.A). The 'paper' "
+        "profile makes 24 copies (the original and 23 augmented) of each training image only, after the "
+        "split; the VGG16 models read them, while the baseline is augmented anew at every batch. 21,600 = "
+        "24 × 900, which matches neither the 1,000 training images nor the 1,300 collected.",
+        value=24, book_adds="copies of the training images only, made after the split",
     ),
-    "baseline_epochs": Statement("50 epochs", "III", "For the baseline network trained from scratch.", value=50),
+    "baseline_epochs": Statement(
+        "50 epochs", "III",
+        "For the baseline network trained from scratch. In the book an epoch of the baseline shows each "
+        "training image once, augmented afresh; an epoch of the classifier on VGG16 features and an epoch "
+        "of fine-tuning count differently (see head_epochs and finetune_epochs).",
+        value=50,
+    ),
     "baseline_learning_rate": Statement(
         "a learning rate of 0.001", "III", "For the baseline network trained from scratch.", value=0.001,
     ),
@@ -159,7 +182,10 @@ SETTINGS: dict[str, Statement] = {
     "l2": Statement(None, None, "No weight decay is mentioned."),
     "patience": Statement(None, None, "No early stopping is mentioned (and no validation part to stop on)."),
     "restore_best": Statement(
-        None, None, "No choice of a best epoch is mentioned; Figures 2–4 show accuracy over training.",
+        None, None,
+        "No choice of a best epoch is mentioned; Figures 2–4 show accuracy over training. The 'paper' "
+        "profile runs all 50 epochs but then keeps the weights of its best validation epoch: the book's "
+        "choice.",
     ),
     "reduce_lr_patience": Statement(
         None, None,
@@ -170,7 +196,9 @@ SETTINGS: dict[str, Statement] = {
         "Classifier training was carried on with 50 iterations", "III.C",
         "'Iterations' need not be epochs, and the sentence (in the section on fine-tuning) may describe "
         "the classifier trained on saved features or the fine-tuning itself. Nothing is said of the "
-        "transfer model's training (III.B).",
+        "transfer model's training (III.B). In the book an epoch of this classifier reads the features of "
+        "every copy of every training image: in the 'paper' profile 24 times as many items as an epoch "
+        "of the baseline.",
         value=50, ambiguous=True,
     ),
     "head_learning_rate": Statement(
@@ -178,13 +206,20 @@ SETTINGS: dict[str, Statement] = {
     ),
     "head_features": Statement(
         "we used the bottleneck features of the VGG16 pre-trained model", "V",
-        "Bottleneck features are the output of VGG16's last convolutional block (block 5), as the "
-        "'paper' profile reads them. The 'quick' profile also reads block 4, whose textures transfer "
-        "better to ultrasound at small image sizes: the book's choice, made by cross-validation on the "
-        "training images, never on a test part.",
-        value="block5",
+        "Bottleneck features are the output of VGG16's convolutional base, its block 5, which the 'paper' "
+        "profile reads. How the classifier read them is not said: " + _CHOLLET + ", which the paper's "
+        "words echo, flattens the maps into one long vector (7×7×512 = 25,088 numbers for a 224-pixel image). "
+        "Averaging each of the 512 maps into one number (global average pooling) is the book's choice. "
+        "The 'quick' profile also reads block 4, whose textures transfer better to ultrasound at small "
+        "image sizes: the book's choice, made by cross-validation on the training images, never on a test "
+        "part.",
+        value="block5", book_adds="the average of each feature map (global average pooling), 512 numbers",
     ),
-    "head_hidden": Statement(None, None, "The classifier on VGG16 features is not described."),
+    "head_hidden": Statement(
+        None, None,
+        "The classifier on VGG16 features is not described. The 'paper' profile's 256 hidden units are "
+        "those of " + _CHOLLET + "; the 'quick' profile uses 64.",
+    ),
     "head_l2": Statement(
         None, None,
         "No weight decay is mentioned. The classifier on VGG16 features reads hundreds of features of a "
@@ -203,7 +238,10 @@ SETTINGS: dict[str, Statement] = {
     ),
     "finetune_epochs": Statement(
         "Classifier training was carried on with 50 iterations", "III.C",
-        "The only count given in the section on fine-tuning; 'iterations' need not be epochs.",
+        "The only count given in the section on fine-tuning; 'iterations' need not be epochs. In the book "
+        "an epoch of fine-tuning reads one of the copies of each training image (the cached activations "
+        "of one copy per image), as many items as an epoch of the baseline and 1/24 of an epoch of the "
+        "classifier alone in the 'paper' profile.",
         value=50, ambiguous=True,
     ),
     "finetune_learning_rate": Statement(
@@ -256,6 +294,13 @@ FACTS: dict[str, Fact] = {
     "image_files": Fact("JPEG, 960×720 pixels", "in JPEG format, with a size of 960×720 pixels", "III.A"),
     "training_set": Fact(
         {"benign": 650, "malignant": 350}, "a 1,000-image training set (650 benign and 350 malignant)", "III.A",
+        "The book's 'paper' profile trains on far fewer: on the full BUSI release (437 benign and 210 "
+        "malignant images) 70% of the images less a validation fifth, about 360 images.",
+    ),
+    "training_images_run": Fact(
+        1000, "The training was run with 1000 images", "III",
+        "Said with the baseline's settings. It fits the reading in which the 300 test images stayed apart; "
+        "a random 70/30 cut of all 21,600 copies would have trained on copies of nearly every image.",
     ),
     "test_set": Fact(
         {"benign": 165, "malignant": 135}, "a 300-image test set (165 benign and 135 malignant)", "III.A",
@@ -265,7 +310,8 @@ FACTS: dict[str, Fact] = {
     ),
     "augmented_split": Fact(
         {"train": 0.7, "test": 0.3}, "70% for training, and 30% for testing", "III.A",
-        "Of the augmented set: 15,120 and 6,480 images.",
+        "Of the augmented set: 15,120 and 6,480 images. Read as written, copies of one image then sit on "
+        "both sides of the split; whether Table 1 was measured on this split is not said.",
     ),
     "scanner": Fact("GE LOGIQ E9 XDclear", "GE Ultrasound LOGIQ E9 XDclear model", "III"),
     "probe": Fact("ML6-15-D linear matrix array", "broad-spectrum linear matrix array probe (ML6-15-D)", "III"),
@@ -294,6 +340,15 @@ FACTS: dict[str, Fact] = {
         "See the note on the 'weights' setting: 1,000 classes means the ILSVRC-2012 subset, about 1.3 "
         "million images.",
     ),
+    "transfer_model": Fact(
+        "a classifier on frozen VGG16 features (the book's reading)",
+        "the pre-trained VGG16 CNN architecture is further trained with the ultrasound images", "Abstract",
+        "Read alone, 'further trained' says that the layers of VGG16 learnt from ultrasound. Section I "
+        "describes transfer learning 'as a feature extractor' feeding 'a narrow classifier', Section V "
+        "'the bottleneck features', and III.D times this model for testing only: the book reads the "
+        "second model as a classifier trained on frozen VGG16 features, and trains the layers of VGG16 "
+        "only in the third (fine-tuned) model.",
+    ),
     "pretraining_claim": Fact(
         "ImageNet, then ultrasound", "with pre-training on US images", "Abstract",
         "The abstract calls the fine-tuning on ultrasound 'pre-training'; the VGG16 weights themselves come "
@@ -320,9 +375,18 @@ TABLE1: tuple[tuple[str, str | None, float, float], ...] = (
 )
 
 
+#: Where the rows of Table 1 come from: the paper's own models, or Hadad et al. (2017), the
+#: paper's reference [17], on MR and mammography images.
+TABLE1_SOURCES = {True: "Hijab et al. 2019 (ultrasound)",
+                  False: "Hadad et al. 2017 (MR, mammography), quoted"}
+
+
 def table1() -> pd.DataFrame:
-    """Table 1 of the paper, with the book's name for each of the paper's own three models."""
-    return pd.DataFrame(TABLE1, columns=["task", "model", "accuracy", "auc"])
+    """Table 1 of the paper, with the book's name for each of the paper's own three models and
+    the source of each row (three rows quote Hadad et al. 2017)."""
+    table = pd.DataFrame(TABLE1, columns=["task", "model", "accuracy", "auc"])
+    table["source"] = [TABLE1_SOURCES[model is not None] for _, model, _, _ in TABLE1]
+    return table
 
 
 def facts_table() -> pd.DataFrame:
@@ -333,6 +397,38 @@ def facts_table() -> pd.DataFrame:
         for key, f in FACTS.items()
     ]
     return pd.DataFrame(rows).set_index("fact")
+
+
+# --------------------------------------------------------------------------- the leak question
+
+#: The book's one wording of the leak question (chapters, appendix, README and docstrings say
+#: the same): what the text describes, and what the evidence can and cannot tell.
+LEAK_VERDICT = (
+    "Read as written, Section III.A augments the data before dividing them 70/30, which would put "
+    "copies of one image on both sides of the split. Whether Table 1 was measured on that split is "
+    "not known: its accuracies are not whole numbers of right answers over the 300 test images, but "
+    "they fit a leaking 30% of the copies (6,480) and the 300 test images augmented apart (7,200) "
+    "alike, and the paper also says that training was run with 1,000 images. A leak is possible, "
+    "not established."
+)
+
+#: What bears on the leak question: (the evidence, where it comes from, which way it points).
+LEAK_EVIDENCE: tuple[tuple[str, str, str], ...] = (
+    ("'The augmented dataset was divided into 2 portions: 70% for training, and 30% for testing'",
+     "III.A", "for a leak: copies of one image on both sides"),
+    ("'a 1,000-image training set (650 benign and 350 malignant), and a 300-image test set'",
+     "III.A", "against: a test set kept apart"),
+    ("'The training was run with 1000 images'", "III", "against: training on the 1,000 images"),
+    ("0.9511 and 0.9739 are not k/300, k/1,000 or k/1,300", "IV/Table 1 (arithmetic)",
+     "neither: the accuracies were not computed on the unaugmented images"),
+    ("both fit k/6,480 (30% of 21,600) and k/7,200 (300 × 24)", "IV/Table 1 (arithmetic)",
+     "neither: a leaking 30% of the copies and an augmented separate test set fit alike"),
+)
+
+
+def leak_evidence() -> pd.DataFrame:
+    """:data:`LEAK_EVIDENCE` as a table: the evidence, its source and which way it points."""
+    return pd.DataFrame(LEAK_EVIDENCE, columns=["evidence", "source", "bears on a leak"])
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -360,7 +456,9 @@ def verdict(setting: str, value: object) -> str:
     if statement.value is UNSTATED:
         return "fills a silence"
     if _same(value, statement.value):
-        return "follows one reading" if statement.ambiguous else "follows"
+        if statement.ambiguous:
+            return "follows one reading"
+        return "follows in part" if statement.book_adds else "follows"
     return "departs"
 
 
@@ -369,8 +467,9 @@ def side_by_side(profiles: Mapping[str, object], *, paper_profile: str | None = 
 
     ``profiles`` maps a column name to a profile object; each value is read from it with
     ``getattr``, so the table shows the settings actually in use.  The ``verdict`` column
-    says whether ``profiles[paper_profile]`` follows the paper, departs from it or fills one
-    of its silences (``paper_profile=None`` leaves the column out).
+    says whether ``profiles[paper_profile]`` follows the paper, follows it only in part (the
+    ``book's part`` column says what the book adds), departs from it or fills one of its
+    silences (``paper_profile=None`` leaves both columns out).
     """
     if paper_profile is not None and paper_profile not in profiles:
         raise ValueError(f"paper_profile={paper_profile!r} is not among the profiles given: {list(profiles)}")
@@ -384,6 +483,7 @@ def side_by_side(profiles: Mapping[str, object], *, paper_profile: str | None = 
             row[column] = getattr(profile, setting)
         if paper_profile is not None:
             row["verdict"] = verdict(setting, row[paper_profile])
+            row["book's part"] = statement.book_adds if row["verdict"] == "follows in part" else ""
         row["note"] = statement.note
         rows.append(row)
     return pd.DataFrame(rows).set_index("setting")

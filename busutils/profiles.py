@@ -7,8 +7,10 @@ This module is the one place where profiles live: the chapters (through their ``
 parameter), the command line (``--profile``), the benchmarks and the tests all read them from
 here, and the appendix "The paper and this book, side by side" renders them next to what the
 paper says (:mod:`busutils.paper`).  The ``paper`` profile follows Hijab et al. (2019) wherever
-the paper is explicit (70/30 split, 50 epochs, batch 20, learning rate 0.001, SGD for
-fine-tuning, 24 copies per image); every other value is the book's choice, named there.
+the paper is explicit (50 epochs, batch 20, learning rate 0.001, SGD for fine-tuning, 24 copies
+per image); every other value is the book's choice, named there, such as holding out 30% of the
+images (the paper's images were split 1,000/300; its 70/30 is of the augmented copies) and
+augmenting after the split.
 """
 
 from __future__ import annotations

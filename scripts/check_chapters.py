@@ -4,8 +4,14 @@ For each notebook listed in _toc.yml: a title cell; a "What you will learn" list
 code; an include of the shared admonition book/_admonitions/not-clinical.md; the closing
 headings "What to take away" and "What's next" (with a {doc} link, except in the last
 notebook); and, on every code cell that makes a figure, myst-nb's figure caption and name and
-the image's alt text in the cell metadata, one figure per such cell.  For every notebook under
-book/: no code line longer than 88 characters.  Prints each problem; exits 1 if there are any.
+the image's alt text in the cell metadata, one figure per such cell.  A numbered chapter ends
+with "## Further reading", a list of cited references.  An exercise states its difficulty and
+its time (on a CPU and on a GPU) under its title, and has a self-check cell that calls
+busutils.checks outside its solution.  In every notebook and Markdown page of the toc,
+citations read as sentences: {cite:t} (the authors' names in the text) where the names are part
+of the sentence, {cite:p} (in parentheses) where they support it (see ``citation_problems``).
+For every notebook under book/: no code line longer than 88 characters.  Prints each problem;
+exits 1 if there are any.
 """
 
 from __future__ import annotations
@@ -19,17 +25,33 @@ from pathlib import Path
 
 import nbformat
 
-from book_sources import ROOT, toc_notebooks
+import yaml
+
+from book_sources import ROOT, toc_files, toc_notebooks
 
 MAX_LINE = 88
 ADMONITION = Path("book/_admonitions/not-clinical.md")
 CLOSING = ("What to take away", "What's next")
 OBJECTIVES = re.compile(r"^(#{1,6}\s*|\*\*)What you will learn\b", re.IGNORECASE)
 LIST_ITEM = re.compile(r"^\s*([-*+]|\d+[.)])\s+\S")
+OPTION_LINE = re.compile(r"^:[\w-]+:")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 INCLUDE = re.compile(r"^\s*(`{3,}|:{3,})\{include\}\s+(\S+)", re.MULTILINE)
 FENCE = re.compile(r"^(`{3,}|:{3,})")
 FIGURE_NAME = re.compile(r"fig", re.IGNORECASE)
+FURTHER_READING = "Further reading"
+CITE = re.compile(r"\{cite:(?P<kind>[a-z]+)\}`(?P<keys>[^`]*)`")
+#: Words after which the authors' names read as part of the sentence: "Table 1 of Hijab et al.
+#: (2019)", "as Chollet (2016) showed".  After any other word (a noun: "Grad-CAM Selvaraju et
+#: al. (2017) looks...") the names interrupt the sentence, and {cite:p} reads right.
+NAME_FOLLOWS = {"of", "by", "from", "in", "and", "or", "but", "as", "than", "with", "that", "what", "see",
+                "to", "for", "like", "unlike", "whereas", "while", "after", "before", "following", "where",
+                "when", "which", "whom", "since", "because", "if", "then", "thus", "so", "how", "why",
+                "also", "cf.", "e.g.", "i.e.", "both", "on", "per"}
+SENTENCE_START = re.compile(r"(^|[.!?:;(]|^\s*([-*+]|\d+[.)]))$")
+DIFFICULTY = re.compile(r"\*\*Difficulty\*\*:\s*\S")
+TIME = re.compile(r"\*\*Time\*\*:(?P<text>.*?)(\n\s*\n|$)", re.DOTALL)
+SELF_CHECK = re.compile(r"\bchecks\.\w+\(")
 
 
 def _plain(text: str) -> str:
@@ -133,6 +155,92 @@ def section(lines: list[tuple[int, str, bool]], title: str) -> str:
     return "\n".join(line for _, line, _ in lines[start:end])
 
 
+def _paragraphs(text: str) -> list[str]:
+    """The prose of Markdown ``text`` (fenced code left out, directive bodies kept), one string per
+    paragraph or list item, whitespace collapsed."""
+    paragraphs, current, fence = [], [], None
+
+    def flush():
+        if current:
+            paragraphs.append(" ".join(current))
+        current.clear()
+
+    for line in text.splitlines():
+        stripped = line.strip()
+        if fence:
+            if stripped.startswith(fence) and not stripped.lstrip(fence[0]):
+                fence = None
+            continue
+        opening = FENCE.match(stripped)
+        if opening and not stripped[len(opening.group(1)):].startswith("{"):
+            flush()
+            fence = opening.group(1)  # a code block: not prose
+        elif opening or OPTION_LINE.match(stripped) or not stripped:
+            flush()  # a directive's fence or option line, or a blank line, ends the paragraph
+        else:
+            if LIST_ITEM.match(line):
+                flush()
+            current.append(stripped)
+    flush()
+    return paragraphs
+
+
+def citation_problems(text: str) -> list[str]:
+    """Citations in Markdown ``text`` whose form does not fit the sentence around them.
+
+    The rule, checkable without parsing English: ``{cite:t}`` (authors' names in the text, the
+    year in parentheses) must open a sentence, a clause or a list item, or follow a word after
+    which a name can stand (``of``, ``by``, ``and``, ``as``... :data:`NAME_FOLLOWS`); after a
+    noun it interrupts the sentence, and ``{cite:p}`` is meant.  ``{cite:p}`` (names and year
+    in parentheses) must not open a sentence, where it would have to be its subject.
+    """
+    problems = []
+    for paragraph in _paragraphs(text):
+        for match in CITE.finditer(paragraph):
+            before = re.sub(r"[*_`]+$", "", paragraph[:match.start()].rstrip()).rstrip()
+            at_start = bool(SENTENCE_START.search(before))
+            word = before.split()[-1].strip("*_`(\"'").lower() if before.split() else ""
+            role = match.group(0)
+            if match.group("kind") == "t" and not at_start and word not in NAME_FOLLOWS:
+                problems.append(f"{role} follows {word!r}: the names interrupt the sentence there; "
+                                "write {cite:p} after a noun, {cite:t} where the names are the subject")
+            elif match.group("kind") == "p" and at_start:
+                problems.append(f"{role} opens a sentence, as its subject: write {{cite:t}} there")
+    return problems
+
+
+def _solution_ranges(cells: list) -> set[int]:
+    """Indexes of the cells between a {solution-start} and a {solution-end} marker, markers included."""
+    inside, found = False, set()
+    for index, cell in enumerate(cells):
+        if cell.cell_type == "markdown" and "{solution-start}" in cell.source:
+            inside = True
+        if inside:
+            found.add(index)
+        if cell.cell_type == "markdown" and "{solution-end}" in cell.source:
+            inside = False
+    return found
+
+
+def exercise_problems(notebook: nbformat.NotebookNode) -> list[str]:
+    """What an exercise lacks of the instructor's layer: its difficulty, its time on a CPU and a
+    GPU under the title, and a self-check cell (a call of busutils.checks) outside its solution."""
+    cells = notebook.cells
+    title = cells[0].source if cells and cells[0].cell_type == "markdown" else ""
+    problems = []
+    if not DIFFICULTY.search(title):
+        problems.append("no '**Difficulty**:' under the title")
+    time = TIME.search(title)
+    if not time or "CPU" not in time.group("text") or "GPU" not in time.group("text"):
+        problems.append("no '**Time**:' under the title giving the time on a CPU and on a GPU")
+    solution = _solution_ranges(cells)
+    checks = [i for i, c in enumerate(cells) if c.cell_type == "code" and i not in solution
+              and "solution" not in c.metadata.get("tags", []) and SELF_CHECK.search(c.source)]
+    if not checks:
+        problems.append("no self-check cell (a call of busutils.checks) outside the solution")
+    return problems
+
+
 def template_problems(path: Path, root: Path, *, last: bool = False) -> list[str]:
     """How the notebook at ``path`` departs from the chapter template (empty if it follows it)."""
     notebook = nbformat.read(path, as_version=4)
@@ -165,18 +273,38 @@ def template_problems(path: Path, root: Path, *, last: bool = False) -> list[str
     elif not last and "{doc}" not in section(lines, CLOSING[1]):
         problems.append(f"'## {CLOSING[1]}' has no {{doc}} link to the next notebook")
 
+    if path.parent.name == "book" and path.stem[:1].isdigit():  # a numbered chapter
+        if not level2 or level2[-1] != FURTHER_READING:
+            problems.append(f"a numbered chapter ends with '## {FURTHER_READING}'")
+        elif not any(LIST_ITEM.match(line) and CITE.search(line)
+                     for line in section(lines, FURTHER_READING).splitlines()):
+            problems.append(f"'## {FURTHER_READING}' has no list item with a {{cite}} reference")
+    if path.parent.name == "exercises":
+        problems += exercise_problems(notebook)
+    problems += [f"cell {index}: {p}" for index, cell in enumerate(cells) if cell.cell_type == "markdown"
+                 for p in citation_problems(cell.source)]
+
     for index, cell in enumerate(cells):
         if cell.cell_type == "code":
             problems += [f"cell {index} makes a figure but {p}" for p in figure_problems(cell)]
     return problems
 
 
+def toc_pages(root: Path = ROOT) -> list[Path]:
+    """The Markdown pages listed in ``root/_toc.yml`` (the notebooks are :func:`toc_notebooks`)."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    return [root / f"{name}.md" for name in toc_files(toc) if (root / f"{name}.md").exists()]
+
+
 def book_problems(root: Path = ROOT) -> dict[Path, list[str]]:
-    """Template problems of every notebook in _toc.yml and long code lines of every notebook in book/."""
+    """Template problems of every notebook in _toc.yml, citation problems of its Markdown pages and
+    long code lines of every notebook in book/."""
     problems: dict[Path, list[str]] = {}
     notebooks = toc_notebooks(root)
     for path in notebooks:
         problems.setdefault(path, []).extend(template_problems(path, root, last=path == notebooks[-1]))
+    for path in toc_pages(root):
+        problems.setdefault(path, []).extend(citation_problems(path.read_text()))
     for path in sorted((root / "book").rglob("*.ipynb")):
         if ".ipynb_checkpoints" in path.parts:
             continue

@@ -7,11 +7,17 @@ count, and keeps none of the cell or notebook metadata (tags, papermill's record
 that could give a solution away.  Markdown that only Jupyter Book renders ({exercise},
 admonitions, {include}, roles such as {doc}) becomes plain Markdown, so that the handout reads
 well in Jupyter or Colab.  Each notebook goes to _build/exercises/, and all of them into one zip.
+
+The instructor's guide goes elsewhere, to _build/instructor/guide.md, never into the students'
+folder or zip: for each exercise its goals, difficulty and time (read from the notebook), a
+rubric, the expected answers, and the values a correct solution gives on BUSI and on the
+phantom (from instructor/guide.yml; the tests check the phantom's against the solutions).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -20,6 +26,7 @@ import zipfile
 from pathlib import Path
 
 import nbformat
+import yaml
 
 from book_sources import ROOT
 
@@ -172,18 +179,107 @@ def add_wheel(root: Path, out: Path, archive: Path) -> Path:
     return wheel
 
 
+GUIDE_SOURCE = Path("instructor") / "guide.yml"
+GUIDE_HEADING = re.compile(r"^# (.+)$", re.MULTILINE)
+GUIDE_META = re.compile(r"\*\*Difficulty\*\*:.*?(?=\*\*Needs\*\*|\n\s*\n|$)", re.DOTALL)
+
+
+def read_guide(root: Path = ROOT) -> dict:
+    """instructor/guide.yml: per exercise, the rubric, the answers and the expected values."""
+    guide = yaml.safe_load((root / GUIDE_SOURCE).read_text())
+    names = [p.stem for p in exercise_notebooks(root)]
+    if sorted(guide.get("exercises", {})) != sorted(names):
+        raise ValueError(f"{GUIDE_SOURCE} must have one entry per exercise: {names}, "
+                         f"it has {sorted(guide.get('exercises', {}))}")
+    return guide
+
+
+def _objectives(notebook: nbformat.NotebookNode) -> list[str]:
+    """The 'What you will learn' list of an exercise's title cell."""
+    text = notebook.cells[0].source
+    part = text.split("**What you will learn**", 1)[-1]
+    items, current = [], None
+    for line in part.splitlines():
+        if line.startswith("- "):
+            current = line[2:].strip()
+            items.append(current)
+        elif line.startswith("  ") and current is not None:
+            items[-1] += " " + line.strip()
+        elif line.strip() and items:
+            break
+    return items
+
+
+def _shown(value) -> str:
+    """An expected value as the guide prints it: a range, an exact value, or words."""
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        return f"{value[0]:g} to {value[1]:g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
+
+
+def guide_markdown(root: Path = ROOT) -> str:
+    """The instructor's guide as Markdown (see the module docstring)."""
+    guide = read_guide(root)
+    lines = ["# The exercises: an instructor's guide", "", guide["intro"].strip(), ""]
+    for path in exercise_notebooks(root):
+        entry = guide["exercises"][path.stem]
+        notebook = nbformat.read(path, as_version=4)
+        title = GUIDE_HEADING.search(notebook.cells[0].source).group(1).strip()
+        meta = GUIDE_META.search(notebook.cells[0].source)
+        lines += [f"## {path.stem}: {title}", ""]
+        if meta:
+            lines += [plain_markdown(" ".join(meta.group(0).split()), path.parent), ""]
+        lines += ["**Goals** (the exercise's own list, *What you will learn*):", ""]
+        lines += [f"- {plain_markdown(item, path.parent)}" for item in _objectives(notebook)] + [""]
+        lines += ["**Rubric** (points per part):", "", "| part | points | full marks for |", "|---|---|---|"]
+        lines += [f"| {r['part']} | {r['points']} | {r['criterion']} |" for r in entry["rubric"]]
+        total = sum(r["points"] for r in entry["rubric"])
+        lines += [f"| total | {total} | |", "", "**Expected answers.**", ""]
+        lines += [f"- *{a['part']}* {a['answer'].strip()}" for a in entry["answers"]] + [""]
+        if entry.get("expected"):
+            lines += ["**What a correct solution gives** (the self-check's values; the phantom's are checked "
+                      "by the book's tests, BUSI's measured as said at the top):", "",
+                      "| quantity | on BUSI | on the phantom (tests) |", "|---|---|---|"]
+            lines += [f"| {e['what']} | {_shown(e.get('busi', '-'))} | {_shown(e.get('phantom', '-'))} |"
+                      for e in entry["expected"]]
+            lines.append("")
+        if entry.get("notes"):
+            lines += [f"**Notes.** {entry['notes'].strip()}", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_instructor_guide(root: Path, out: Path) -> Path:
+    """Write the instructor's guide to ``out`` (a fresh folder, never the students' one)."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    target = out / "guide.md"
+    target.write_text(guide_markdown(root))
+    (out / "expected.json").write_text(json.dumps(
+        {name: entry.get("expected", []) for name, entry in read_guide(root)["exercises"].items()}, indent=1))
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "_build" / "exercises",
                         help="where to write the student notebooks and the zip")
+    parser.add_argument("--guide-out", type=Path, default=ROOT / "_build" / "instructor",
+                        help="where to write the instructor's guide (kept apart from the students' folder)")
     args = parser.parse_args(argv)
+    if args.guide_out.resolve() == args.out.resolve() or args.out.resolve() in args.guide_out.resolve().parents:
+        parser.error("--guide-out must lie outside --out: the guide never goes to students")
     written, archive = make_exercises(ROOT, args.out)
     wheel = add_wheel(ROOT, args.out, archive)
+    guide = write_instructor_guide(ROOT, args.guide_out)
     print(f"{len(written)} student notebook(s) in {args.out}:")
     for path in written:
         print(f"  {path.name}")
     print(f"busutils for them, installed by their set-up cell: {wheel.name}")
     print(f"all of them in one zip: {archive}")
+    print(f"the instructor's guide, kept apart: {guide}")
     return 0
 
 

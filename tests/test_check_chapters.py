@@ -58,13 +58,100 @@ def test_a_notebook_that_follows_the_template_passes(root):
     assert check_chapters.template_problems(path, root) == []
 
 
+EXERCISE_META = ("\n\n**Difficulty**: ★☆☆ introductory. **Time**: 20 minutes of work; it runs in 2 minutes "
+                 "on a CPU and about 1 on a Colab GPU (estimated).")
+SELF_CHECK = "from busutils import checks\n\nchecks.audit(root)"
+
+
+def _exercise(title=TITLE.replace("{include} _admonitions", "{include} ../_admonitions") + EXERCISE_META,
+              check=SELF_CHECK):
+    cells = _chapter(title=title)
+    cells.insert(2, nbformat.v4.new_code_cell(check))
+    return cells
+
+
 def test_exercises_include_the_admonition_from_one_folder_up(root):
-    title = TITLE.replace("{include} _admonitions", "{include} ../_admonitions")
-    path = _write(root, _chapter(title=title), "book/exercises/ex.ipynb")
+    path = _write(root, _exercise(), "book/exercises/ex.ipynb")
     assert check_chapters.template_problems(path, root) == []
-    wrong = _write(root, _chapter(), "book/exercises/wrong.ipynb")
+    wrong = _write(root, _exercise(title=TITLE + EXERCISE_META), "book/exercises/wrong.ipynb")
     assert check_chapters.template_problems(wrong, root) == [
         "no include of the shared admonition (write: ```{include} ../_admonitions/not-clinical.md)"]
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda t, c: (t.replace("**Difficulty**: ★☆☆ introductory. ", ""), c), "no '**Difficulty**:' under the title"),
+    (lambda t, c: (t.replace("on a CPU", "here"), c), "no '**Time**:' under the title giving the time on a CPU"),
+    (lambda t, c: (t.replace("Colab GPU", "Colab"), c), "no '**Time**:' under the title giving the time on a CPU"),
+    (lambda t, c: (t, "x = 1"), "no self-check cell"),
+])
+def test_an_exercise_states_its_difficulty_and_times_and_checks_itself(root, change, problem):
+    title, check = change(TITLE.replace("{include} _admonitions", "{include} ../_admonitions") + EXERCISE_META,
+                          SELF_CHECK)
+    path = _write(root, _exercise(title=title, check=check), "book/exercises/ex.ipynb")
+    problems = check_chapters.template_problems(path, root)
+    assert len(problems) == 1 and problems[0].startswith(problem)
+
+
+def test_a_self_check_inside_the_solution_does_not_count(root):
+    cells = _exercise(check="x = 1")
+    cells[2:2] = [nbformat.v4.new_markdown_cell("```{solution-start} ex\n:class: dropdown\n```"),
+                  nbformat.v4.new_code_cell("checks.audit(root)"),
+                  nbformat.v4.new_markdown_cell("```{solution-end}\n```")]
+    path = _write(root, cells, "book/exercises/ex.ipynb")
+    assert check_chapters.template_problems(path, root) == [
+        "no self-check cell (a call of busutils.checks) outside the solution"]
+
+
+READING = "\n\n## Further reading\n\n- {cite:t}`smith2020` shows more."
+
+
+@pytest.mark.parametrize("closing, problems", [
+    (CLOSING + READING, []),
+    (CLOSING, ["a numbered chapter ends with '## Further reading'"]),
+    (CLOSING.replace("## What to take away", READING.strip() + "\n\n## What to take away"),
+     ["a numbered chapter ends with '## Further reading'"]),
+    (CLOSING + READING.replace("{cite:t}`smith2020` shows", "Smith shows"),
+     ["'## Further reading' has no list item with a {cite} reference"]),
+])
+def test_a_numbered_chapter_ends_with_further_reading(root, closing, problems):
+    path = _write(root, _chapter(closing=closing), "book/03_chapter.ipynb")
+    assert check_chapters.template_problems(path, root) == problems
+    unnumbered = _write(root, _chapter(closing=CLOSING), "book/appendix_x.ipynb")
+    assert check_chapters.template_problems(unnumbered, root) == []
+
+
+@pytest.mark.parametrize("text", [
+    "{cite:t}`a2020` showed it.",
+    "As {cite:t}`a2020` showed, it holds.",
+    "Table 1 of {cite:t}`a2020` reports it.",
+    "It holds. {cite:t}`a2020` showed it.",
+    "- {cite:t}`a2020` show it.",
+    "It holds (see {cite:t}`a2020`).",
+    "Grad-CAM {cite:p}`a2020` weighs the maps.",
+    "Weighs the maps {cite:p}`a2020`.",
+])
+def test_citations_that_read_as_sentences_pass(text):
+    assert check_chapters.citation_problems(text) == []
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("**DeLong's test** {cite:t}`delong1988` estimates it.", "{cite:t}`delong1988` follows 'test'"),
+    ("Grad-CAM\n{cite:t}`s2017` looks at one layer.", "{cite:t}`s2017` follows 'grad-cam'"),
+    ("Platt scaling {cite:t}`p1999` fits a curve.", "{cite:t}`p1999` follows 'scaling'"),
+    ("{cite:p}`n2005` compared both.", "{cite:p}`n2005` opens a sentence"),
+    ("It is so. {cite:p}`n2005` compared both.", "{cite:p}`n2005` opens a sentence"),
+    ("- {cite:p}`n2005` compare both.", "{cite:p}`n2005` opens a sentence"),
+])
+def test_citations_that_interrupt_or_open_a_sentence_are_found(text, problem):
+    problems = check_chapters.citation_problems(text)
+    assert len(problems) == 1 and problems[0].startswith(problem)
+
+
+def test_citations_in_code_blocks_are_not_prose_and_notebooks_are_checked(root):
+    assert check_chapters.citation_problems("```python\nx = '{cite:p}`a`'\n```\n\nText.") == []
+    path = _write(root, _chapter(closing=CLOSING + "\n\nGrad-CAM {cite:t}`s2017` looks."))
+    problems = check_chapters.template_problems(path, root)
+    assert len(problems) == 1 and problems[0].startswith("cell 2: {cite:t}`s2017` follows 'grad-cam'")
 
 
 @pytest.mark.parametrize("title, problem", [

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from busutils.compare import delong_test, paired_bootstrap_auc
+from busutils.compare import delong_test, describe_difference, paired_bootstrap_auc
 
 
 def brute_force_delong(y, a, b):
@@ -164,3 +164,21 @@ def test_bootstrap_argument_checks():
         paired_bootstrap_auc(y, a, b, n_boot=0)
     with pytest.raises(ValueError, match="groups must be 1-D"):
         paired_bootstrap_auc(y, a, b, groups=np.arange(5))
+
+
+def test_describe_difference_follows_the_numbers():
+    y, strong, weak = simulate(300, seed=3)
+    better = describe_difference(paired_bootstrap_auc(y, strong, weak, n_boot=500), "strong", "weak")
+    assert better.startswith("Strong ranks these test images better than weak") and "95% CI" in better
+    worse = describe_difference(delong_test(y, weak, strong), "weak", "strong")
+    assert worse.startswith("Strong ranks these test images better than weak") and "CI" not in worse
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 300)
+    a, b = y + rng.normal(size=300), y + rng.normal(size=300)
+    unsure = describe_difference(delong_test(y, a, b), "a", "b")
+    assert unsure.startswith("These test images cannot tell a from b") and "does not make the two equal" in unsure
+    assert describe_difference(delong_test(y, a, a), "a", "a copy").startswith("A and a copy rank these test images alike")
+    with pytest.raises(ValueError, match="result lacks"):
+        describe_difference({"auc_a": 0.5}, "a", "b")
+    with pytest.raises(ValueError, match="alpha must be between 0 and 1"):
+        describe_difference(delong_test(y, a, b), "a", "b", alpha=5)

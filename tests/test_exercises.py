@@ -1,4 +1,5 @@
-"""Exercises: the book shows each solution folded; the student edition has none of it."""
+"""Exercises: the book shows each solution folded; the student edition has none of it, keeps a
+self-check, and the instructor's guide stays apart; the guide's values hold for the solutions."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import yaml
 import book_sources
 import make_exercises
 import sync_notebooks
+from busutils import checks
 
 ROOT = Path(__file__).resolve().parents[1]
 EXERCISES = make_exercises.exercise_notebooks(ROOT)
@@ -109,6 +111,45 @@ def test_the_student_edition_reads_as_plain_markdown(path):
     assert "> **Not for clinical use**" in text and "> **Exercise" in text
 
 
+@pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)
+def test_the_student_edition_keeps_the_self_check(path):
+    student = make_exercises.student_notebook(nbformat.read(path, as_version=4), path.parent)
+    calls = [c for c in student.cells if c.cell_type == "code" and re.search(r"\bchecks\.\w+_exercise\(", c.source)]
+    assert len(calls) == 1
+    markdown = [c.source for c in student.cells if c.cell_type == "markdown"]
+    assert any(text.startswith("### Check your work") for text in markdown)
+
+
+def test_the_instructor_guide_stays_out_of_the_students_bundle(tmp_path):
+    written, archive = make_exercises.make_exercises(ROOT, tmp_path / "exercises")
+    guide = make_exercises.write_instructor_guide(ROOT, tmp_path / "instructor")
+    assert guide.parent != written[0].parent and not (tmp_path / "exercises" / "guide.md").exists()
+    with zipfile.ZipFile(archive) as bundle:
+        assert all(name.endswith(".ipynb") for name in bundle.namelist())
+    text = guide.read_text()
+    for path in EXERCISES:
+        assert f"## {path.stem}: " in text
+    assert text.count("| total | 10 | |") == len(EXERCISES)
+    assert text.count("**Difficulty**: ★") == len(EXERCISES) and "What a correct solution gives" in text
+    expected = json.loads((tmp_path / "instructor" / "expected.json").read_text())
+    assert sorted(expected) == [p.stem for p in EXERCISES]
+    with pytest.raises(SystemExit):
+        make_exercises.main(["--out", str(tmp_path / "x"), "--guide-out", str(tmp_path / "x" / "guide")])
+
+
+def test_the_guide_gives_every_exercise_a_rubric_answers_and_values():
+    guide = make_exercises.read_guide(ROOT)
+    for name, entry in guide["exercises"].items():
+        assert sum(r["points"] for r in entry["rubric"]) == 10, name
+        assert entry["answers"] and entry["expected"], name
+        for item in entry["expected"]:
+            assert {"key", "what", "phantom", "busi"} <= set(item), (name, item)
+            phantom = item["phantom"]
+            if isinstance(phantom, list):
+                assert len(phantom) == 2 and phantom[0] <= phantom[1], (name, item)
+            assert item["busi"] != "measured", f"{name}: {item['key']} has no value measured on BUSI"
+
+
 def test_make_exercises_writes_every_student_notebook_and_one_zip(tmp_path):
     written, archive = make_exercises.make_exercises(ROOT, tmp_path / "exercises")
     assert [p.name for p in written] == [p.name for p in EXERCISES]
@@ -165,7 +206,7 @@ def test_everything_between_the_markers_is_dropped_tagged_or_not():
 #: socket guard of conftest, so no download of ImageNet weights may even be attempted), one epoch,
 #: small images, a small phantom.  Each notebook gets those of its parameters it has.
 TINY = {"weights": "none", "epochs": 1, "finetune_epochs": 1, "augment_copies": 2, "image_size": 64,
-        "phantom_n": 120}
+        "phantom_n": 120, "n_boot": 200}
 #: The run that exercise 05 trains (no chapter ran before it here) and exercise 06 loads.
 SHARED_RUN = "vgg16-finetune.json"
 
@@ -194,6 +235,7 @@ def executed(tmp_path_factory):
             run = out.parent / "results" / SHARED_RUN
             shared[path.stem] = run.read_bytes() if run.exists() else None
     notebooks["shared run"] = shared
+    notebooks["folder"] = folder
     return notebooks
 
 
@@ -274,5 +316,53 @@ def test_the_operating_point_exercise_loads_the_saved_run_and_reaches_its_target
     assert shared["05_shortcuts"] is not None  # 05 trained and saved the run (no chapter ran here) ...
     assert shared["06_operating_point"] == shared["05_shortcuts"]  # ... and 06 loaded it, unchanged
     text = _outputs(executed["06_operating_point"])
-    assert _number_after(text, ": sensitivity") >= 0.95
-    assert "On the test part the chosen threshold" in text
+    assert _number_after(text, "a sensitivity of") >= 0.95
+    assert "give a test sensitivity under" in text and "malignant validation images, every one" in text
+
+
+def _value(values: dict, key: str):
+    for part in key.split("."):
+        values = values[part]
+    return values
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)
+def test_each_solution_passes_its_self_check_and_gives_the_guides_values(executed, path):
+    reports = checks.reports_in(executed[path.stem])
+    assert len(reports) == 1, "one self-check report per exercise"
+    report = reports[0]
+    assert report["passed"], [c for c in report["checks"] if not c["passed"]]
+    for item in make_exercises.read_guide(ROOT)["exercises"][path.stem]["expected"]:
+        value, expected = _value(report["values"], item["key"]), item["phantom"]
+        if isinstance(expected, list):
+            assert expected[0] <= value <= expected[1], (item["key"], value, expected)
+        else:
+            assert value == pytest.approx(expected) if isinstance(expected, float) else value == expected, \
+                (item["key"], value, expected)
+
+
+@pytest.mark.slow
+def test_the_student_editions_run_and_their_self_checks_give_nothing_away(executed, tmp_path_factory):
+    """Each student edition, run as handed out (in the folder where the solutions saved their run),
+    reports every part as not done yet: no answer in the messages, no value computed for the student."""
+    folder = executed["folder"] / "students"
+    folder.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("BUSI_DIR", raising=False)
+        patch.delenv("VGG16_WEIGHTS", raising=False)
+        for path in EXERCISES:
+            student = make_exercises.student_notebook(nbformat.read(path, as_version=4), path.parent)
+            knobs = next(c for c in student.cells if c.cell_type == "code" and c.source.startswith("profile ="))
+            knobs.metadata["tags"] = ["parameters"]  # as papermill needs it; the handout has no tags
+            source = folder / path.name
+            nbformat.write(student, source)
+            known = papermill.inspect_notebook(str(source))
+            parameters = {"profile": "quick", **{k: v for k, v in TINY.items() if k in known}}
+            if "results_dir" in known:
+                parameters["results_dir"] = str(executed["folder"] / "results")
+            papermill.execute_notebook(str(source), str(folder / f"run-{path.name}"), parameters=parameters,
+                                       cwd=str(folder), kernel_name="python3", progress_bar=False)
+            report, = checks.reports_in(nbformat.read(folder / f"run-{path.name}", as_version=4))
+            assert all(c["passed"] is None for c in report["checks"]), (path.stem, report["checks"])
+            assert all(c["message"].startswith("not yet") for c in report["checks"]), path.stem

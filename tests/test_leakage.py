@@ -1,4 +1,4 @@
-"""Tests for busutils.leakage: the paper's augment-then-split protocol against the honest one."""
+"""Tests for busutils.leakage: the augment-then-split protocol against the honest one, and the 2x2 design."""
 
 from __future__ import annotations
 
@@ -12,12 +12,18 @@ import pandas as pd
 
 from busutils.augment import augmented_copies
 from busutils.leakage import (
+    AUGMENT,
+    SPLIT,
     augmented_features,
     copies_in_both,
+    design_effects,
+    design_experiment,
+    design_split,
     honest_split,
     leakage_experiment,
     leakage_gap,
     paper_protocol_split,
+    plot_design,
     plot_leakage,
 )
 from busutils.splits import check_disjoint
@@ -183,3 +189,87 @@ def test_plot_leakage_shows_every_seed_and_both_means():
     assert len(ax.get_legend().get_texts()) == 2
     with pytest.raises(ValueError, match="runs needs the columns 'model'"):
         plot_leakage(runs, by="model")
+
+
+def test_the_honest_cell_of_the_design_is_the_honest_split():
+    _, labels, groups = nothing_to_learn(n_images=60, n_copies=4)
+    for seed in range(2):
+        assert all(np.array_equal(a, b) for a, b in zip(
+            design_split(labels, groups, 4, augment="after", split="by group", seed=seed),
+            honest_split(labels, groups, 4, seed=seed)))
+
+
+@pytest.mark.parametrize("augment", AUGMENT)
+@pytest.mark.parametrize("split", SPLIT)
+def test_each_cell_of_the_design_tests_originals_and_leaks_only_what_it_should(augment, split):
+    _, labels, groups = nothing_to_learn(n_images=300, n_copies=5)
+    train, test = design_split(labels, groups, 5, augment=augment, split=split, seed=3)
+    assert np.all(test % 5 == 0) and len(np.intersect1d(train, test)) == 0  # originals, never trained on
+    test_images, train_originals = test // 5, train[train % 5 == 0] // 5
+    assert len(test_images) + len(train_originals) == 300  # every original on one side
+    siblings = np.isin(train // 5, test_images)  # augmented copies of test images in training
+    if augment == "after":
+        assert not siblings.any() and len(train) == 5 * len(train_originals)
+    else:  # each copy is dealt as a random 70/30 cut of all copies would deal it
+        assert siblings.sum() / (4 * len(test_images)) == pytest.approx(0.7, abs=0.06)
+    crossing = np.isin(groups[test_images], groups[train_originals]).sum()
+    if split == "by group":
+        assert crossing == 0
+    else:
+        assert crossing > 10  # pairs of near-duplicates split by a random cut of the images
+    assert np.bincount(labels[test_images]).tolist() == pytest.approx(np.bincount(labels).tolist() * np.array(0.3), abs=2)
+
+
+def test_the_design_separates_the_two_leaks():
+    features, labels, groups = nothing_to_learn()
+    runs = design_experiment(features, labels, groups, KNeighborsClassifier(n_neighbors=1))
+    assert len(runs) == 12 and list(runs.columns[:3]) == ["augment", "split", "seed"]
+    mean = runs.groupby(["augment", "split"])["auc"].mean()
+    assert mean["after", "by group"] == pytest.approx(0.5, abs=0.12)  # coin flips: nothing to learn
+    assert mean["after", "by image"] > 0.7  # the near-duplicate of a test image answers for it
+    assert mean["before", "by group"] > 0.9 and mean["before", "by image"] > 0.9  # its own copies do
+    leaks = runs.groupby(["augment", "split"])[["copies_leaked", "duplicates_leaked"]].sum()
+    assert leaks.loc[("after", "by group")].tolist() == [0, 0]
+    assert leaks.loc[("after", "by image"), "copies_leaked"] == 0 < leaks.loc[("after", "by image"), "duplicates_leaked"]
+    assert leaks.loc[("before", "by group"), "duplicates_leaked"] == 0 < leaks.loc[("before", "by group"), "copies_leaked"]
+    effects = design_effects(runs.assign(classifier="1-NN")).loc["1-NN"]
+    assert effects["augment_before_mean"] > 0.2 and effects["split_by_image_mean"] > 0.1
+    assert effects["interaction_mean"] < 0  # once its own copies leak, a near-duplicate adds little
+    assert effects["seeds"] == 3 and effects["augment_before_min"] <= effects["augment_before_mean"]
+
+
+def test_design_effects_by_hand():
+    cells = {("after", "by group"): 0.6, ("after", "by image"): 0.7,
+             ("before", "by group"): 0.9, ("before", "by image"): 0.95}
+    rows = [{"augment": a, "split": s, "seed": seed, "auc": value + 0.01 * seed}
+            for seed in (0, 1) for (a, s), value in cells.items()]
+    effects = design_effects(pd.DataFrame(rows)).loc["all"]
+    assert effects["after/by group"] == pytest.approx(0.605)
+    assert effects["augment_before_mean"] == pytest.approx(((0.9 - 0.6) + (0.95 - 0.7)) / 2)
+    assert effects["split_by_image_mean"] == pytest.approx(((0.7 - 0.6) + (0.95 - 0.9)) / 2)
+    assert effects["interaction_mean"] == pytest.approx((0.95 - 0.9) - (0.7 - 0.6))
+    with pytest.raises(ValueError, match="every seed needs a run in each of the four cells"):
+        design_effects(pd.DataFrame(rows[:3]))
+    with pytest.raises(ValueError, match=r"runs lacks column\(s\) \['split'\]"):
+        design_effects(pd.DataFrame(rows).drop(columns="split"))
+
+
+def test_design_split_names_a_wrong_level():
+    _, labels, groups = nothing_to_learn(n_images=40, n_copies=2)
+    with pytest.raises(ValueError, match="augment must be one of"):
+        design_split(labels, groups, 2, augment="during", split="by group")
+    with pytest.raises(ValueError, match="split must be one of"):
+        design_split(labels, groups, 2, augment="after", split="by patient")
+
+
+def test_plot_design_shows_every_run():
+    import matplotlib
+    from matplotlib.collections import PathCollection
+
+    matplotlib.use("Agg")
+    features, labels, groups = nothing_to_learn(n_images=60, n_copies=3)
+    runs = design_experiment(features, labels, groups, KNeighborsClassifier(1), seeds=(0, 1)).assign(classifier="1-NN")
+    ax = plot_design(runs)
+    dots = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if isinstance(c, PathCollection)])
+    assert sorted(dots) == pytest.approx(sorted(runs["auc"]))
+    assert len(ax.get_legend().get_texts()) == 4 and ax.get_title()

@@ -88,6 +88,11 @@ def test_model_chapters_run_on_the_phantom(book, monkeypatch, name, key):
     assert results["profile"]["baseline_epochs"] == results["profile"]["finetune_epochs"] == 2
     assert results["weights"].startswith("random")
     assert (book / "results" / f"{key}.keras").is_file()  # saved for the later chapters
+    if key == "vgg16-finetune":  # the take-away says what this run showed, against chapter 03's model
+        text = _outputs(notebook)
+        assert "Fine-tuning kept epoch" in text or "No fine-tuning epoch beat the classifier alone" in text
+        assert re.search(r"rank these test images alike|cannot tell the fine-tuned VGG16|ranks these test images better",
+                         text), "no comparison with the transfer model of chapter 03"
 
 
 @pytest.mark.slow
@@ -153,6 +158,13 @@ def test_leakage_chapter_runs_on_the_phantom_with_random_features(book, monkeypa
     assert len(runs) == 3 * 2  # three classifiers, two protocols, one seed
     assert all(run["leaked"] == 0 for run in runs if run["protocol"] == "honest")
     assert all(run["leaked"] > 0 for run in runs if run["protocol"] == "paper")
+    design = saved["design"]  # the 2x2 design: three classifiers, four cells, one seed
+    assert len(design) == 3 * 4 and {(r["augment"], r["split"]) for r in design} == {
+        ("after", "by group"), ("after", "by image"), ("before", "by group"), ("before", "by image")}
+    assert all(r["copies_leaked"] == 0 for r in design if r["augment"] == "after")
+    assert all(r["copies_leaked"] > 0 for r in design if r["augment"] == "before")
+    assert all(r["duplicates_leaked"] == 0 for r in design if r["split"] == "by group")
+    assert "augmenting before the split adds" in text and "splitting image by image adds" in text
 
 
 @pytest.mark.slow

@@ -38,6 +38,82 @@ def test_table1_rows_of_the_paper_match_the_evaluation_table():
     assert len(paper.table1()) == 6
 
 
+def test_table1_names_the_source_of_every_row():
+    table = paper.table1()
+    hadad = table["task"].str.startswith("Hadad")
+    assert hadad.sum() == 3
+    assert table.loc[hadad, "source"].str.startswith("Hadad et al. 2017").all()
+    assert table.loc[~hadad, "source"].str.startswith("Hijab et al. 2019").all()
+
+
+def test_the_real_profiles_are_marked_where_the_paper_does_not_state_their_setting():
+    from busutils.profiles import PROFILES
+
+    table = paper.side_by_side(PROFILES)
+    for setting, statement in paper.SETTINGS.items():
+        if statement.value is paper.UNSTATED:
+            assert table.loc[setting, "verdict"] in ("fills a silence", "book only"), setting
+        if statement.book_adds:
+            assert table.loc[setting, "verdict"] != "follows", setting
+    verdicts = table["verdict"]
+    # The paper's 70/30 is of augmented copies, its image split 1,000/300: 30% of the images is the book's.
+    assert verdicts["test_size"] == "departs"
+    # The strengths of the augmentation, augmenting after the split and global average pooling are the book's.
+    for setting in ("augmentation", "augment_copies", "head_features"):
+        assert verdicts[setting] == "follows in part", setting
+        assert table.loc[setting, "book's part"], setting
+    assert (table.loc[verdicts != "follows in part", "book's part"] == "").all()
+    assert verdicts["restore_best"] == "fills a silence"
+    assert "best validation epoch" in table.loc["restore_best", "note"]
+    for setting in ("baseline_epochs", "head_epochs", "finetune_epochs"):  # what an epoch is, model by model
+        assert "an epoch of" in table.loc[setting, "note"], setting
+
+
+def test_book_adds_needs_the_value_it_adds_to():
+    with pytest.raises(ValueError, match="give the value"):
+        paper.Statement("words", "III", "note", book_adds="strengths")
+    assert paper.verdict("augmentation", "light") == "departs"
+
+
+def test_the_leak_verdict_says_what_the_arithmetic_shows():
+    table = paper.leak_arithmetic(denominators=(300, 6480, 7200)).groupby("n")["fits"].all()
+    assert not table[300] and table[6480] and table[7200]
+    for number in ("6,480", "7,200", "300", "1,000"):
+        assert number in paper.LEAK_VERDICT
+    assert "possible, not established" in paper.LEAK_VERDICT
+    evidence = paper.leak_evidence()
+    assert len(evidence) == len(paper.LEAK_EVIDENCE) and evidence["bears on a leak"].str.startswith("against").sum() == 2
+
+
+#: Wordings that state the leak more strongly than the evidence allows (see paper.LEAK_VERDICT).
+OVERCLAIMS = (
+    r"\blikely (one|reading)\b",
+    r"\bprobably\b[^.]{0,80}\b(leak|augmented copies of training)",
+    r"gives the evidence that they were measured",
+    r"augmented every image\s+``?K``? times and \*then\* split",
+    r"came, as its text reads, from test images",
+    r"the paper's 70/30\)",
+)
+
+
+def _book_texts():
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "book").rglob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        yield path.name, "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    for path in [root / "README.md", root / "book" / "intro.md", *sorted((root / "busutils").glob("*.py"))]:
+        yield path.name, path.read_text()
+
+
+@pytest.mark.parametrize("pattern", OVERCLAIMS)
+def test_no_page_states_the_leak_more_strongly_than_the_evidence(pattern):
+    found = [name for name, text in _book_texts() if re.search(pattern, re.sub(r"\s+", " ", text))]
+    assert found == []
+
+
 def test_the_data_counts_add_up():
     train, test = paper.FACTS["training_set"].value, paper.FACTS["test_set"].value
     assert sum(train.values()) + sum(test.values()) == paper.FACTS["images_collected"].value == 1300
@@ -123,5 +199,8 @@ def test_quotes_are_the_papers_words():
     with open(path, encoding="utf-8") as handle:
         text = re.sub(r"\s+", " ", handle.read())
     quotes = [s.says for s in [*paper.SETTINGS.values(), *paper.FACTS.values()] if s.says]
+    quotes += [q for evidence, _, _ in paper.LEAK_EVIDENCE for q in re.findall(r"'([^']+)'", evidence)]
+    for fact in paper.FACTS.values():  # words the notes quote from other sections
+        quotes += [q for q in re.findall(r"'([^']{12,})'", fact.note)]
     missing = [q for q in quotes if re.sub(r"\s+", " ", q) not in text]
     assert not missing
