@@ -1,7 +1,7 @@
 """Group-aware k-fold cross-validation of one model or several, then paired tests.
 
 The book's one cross-validation driver: ``python -m busutils compare``, ``train --folds`` and
-chapter 06 all run :func:`compare_models`, so the same model, seed and folds give the same
+chapter 07 all run :func:`compare_models`, so the same model, seed and folds give the same
 numbers wherever they are asked for.
 
 One held-out split is a noisy measure: another draw of the test part gives another number.

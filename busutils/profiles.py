@@ -225,6 +225,42 @@ def get_profile(name: str | Profile | None = None, **overrides) -> Profile:
     return replace(profile, **overrides)
 
 
+_NEW_IMAGES = "new-images selection"
+_NOT_STUDIED = "not studied anew: the book's default (see the appendix on the paper)"
+
+#: What chose each studied setting of the ``quick`` profile.  A *new-images selection* is a part
+#: of the images least like the rest, held out three times inside the images that neither test
+#: part of the book uses (``scripts/choose_quick_settings.py``); no setting was chosen on a test
+#: part.
+QUICK_CHOSEN_BY: dict[str, str] = {
+    "image_size": "the time budget: with blocks 4 and 5, 224 px did better on the new-images selection "
+                  "than 128 px, for three times the arithmetic; the quick book must run in minutes on a "
+                  "laptop's CPU",
+    "head_features": f"{_NEW_IMAGES}: blocks 4 and 5 did better than block 5 alone, at 128 and at 224 px",
+    "head_hidden": f"{_NEW_IMAGES}: 64 units did better than a linear classifier, and than the linear probe",
+    "head_l2": f"{_NEW_IMAGES}: 1e-2 against 1e-3, with 64 units",
+    "finetune_learning_rate": f"{_NEW_IMAGES}: 1e-3 against 1e-4 (fine-tuning added little over the "
+                              "classifier alone at either)",
+    "finetune_epochs": f"{_NEW_IMAGES}: 10 against 20 epochs, which did no better",
+}
+
+
+def choice_table(settings: Profile | None = None) -> "pd.DataFrame":
+    """The ``quick`` profile's studied settings, their values, and what chose each (:data:`QUICK_CHOSEN_BY`).
+
+    ``settings`` (default: the ``quick`` profile) gives the values shown, e.g. a profile a reader
+    changed; settings it changed from ``quick`` say so.
+    """
+    import pandas as pd
+
+    settings = PROFILES["quick"] if settings is None else settings
+    rows = {}
+    for name, why in QUICK_CHOSEN_BY.items():
+        value, quick = getattr(settings, name), getattr(PROFILES["quick"], name)
+        rows[name] = {"value": value, "what chose it": why if value == quick else "changed for this run"}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("setting")
+
+
 def as_dict(profile: Profile) -> dict:
     """The profile as a plain dictionary, for results files."""
     return asdict(profile)

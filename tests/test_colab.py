@@ -43,7 +43,7 @@ def colab(request, monkeypatch):
 
 
 def test_every_chapter_and_exercise_gets_one_profile_on_a_colab_runtime(colab):
-    """On a Colab GPU, chapter 07 gets the settings chapter 04 trained with; on a CPU, quick."""
+    """On a Colab GPU, chapter 08 gets the settings chapter 04 trained with; on a CPU, quick."""
     chosen = {path.relative_to(ROOT).as_posix(): profiles.get_profile(parameters(path)["profile"]).name
               for path in NOTEBOOKS}
     assert len(chosen) == 16 and set(chosen.values()) == {colab}, chosen

@@ -98,7 +98,7 @@ def test_model_chapters_run_on_the_phantom(book, monkeypatch, name, key):
 @pytest.mark.slow
 def test_how_sure_chapter_runs_on_the_phantom(book, monkeypatch):
     # after chapters 2 to 4 in the same book, their runs are reused
-    notebook = _run(book, "04b_how_sure", monkeypatch, epochs=2, weights="none", seeds=[0, 1])
+    notebook = _run(book, "05_how_sure", monkeypatch, epochs=2, weights="none", seeds=[0, 1])
     text = _outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text
     assert _figures(notebook) == 4  # resampled AUCs, five intervals, seeds, power
@@ -146,7 +146,7 @@ def test_performance_page_shows_the_results_of_make_bench(book, monkeypatch, tmp
 
 @pytest.mark.slow
 def test_leakage_chapter_runs_on_the_phantom_with_random_features(book, monkeypatch, tmp_path):
-    notebook = _run(book, "05_leakage", monkeypatch, weights="none", image_size=64, n_copies=2,
+    notebook = _run(book, "06_leakage", monkeypatch, weights="none", image_size=64, n_copies=2,
                     n_seeds=1, results_dir=str(tmp_path))
     text = _outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text and "the features are random" in text
@@ -170,7 +170,7 @@ def test_leakage_chapter_runs_on_the_phantom_with_random_features(book, monkeypa
 @pytest.mark.slow
 def test_gradcam_chapter_runs_alone_on_the_phantom(book, monkeypatch, tmp_path):
     # an empty results_dir: chapters 02-04 have not run, so the chapter trains the three models
-    notebook = _run(book, "07_gradcam", monkeypatch, weights="none", image_size=64, epochs=1,
+    notebook = _run(book, "08_gradcam", monkeypatch, weights="none", image_size=64, epochs=1,
                     results_dir=str(tmp_path))
     text = _outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text and "The phantom has no burned-in text" in text
@@ -190,7 +190,7 @@ def test_gradcam_chapter_runs_alone_on_the_phantom(book, monkeypatch, tmp_path):
         assert (tmp_path / f"{key}.keras").is_file()
 
 
-# Chapters 6 and 8 on a tiny phantom, each in a fresh copy of the book: they must run without the
+# Chapters 7 and 9 on a tiny phantom, each in a fresh copy of the book: they must run without the
 # runs that chapters 2-4 save (chapter 8 then trains its model itself).
 TINY = {"weights": "none", "epochs": 1,
         "overrides": {"image_size": 48, "phantom_n": 80, "augment_copies": 2, "n_boot": 200}}
@@ -204,7 +204,7 @@ def fresh_book(tmp_path):
 
 @pytest.mark.slow
 def test_comparison_runs_on_the_phantom(fresh_book, monkeypatch):
-    notebook = _run(fresh_book, "06_comparison", monkeypatch, folds=2, **TINY)
+    notebook = _run(fresh_book, "07_comparison", monkeypatch, folds=2, **TINY)
     text = _outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text and "RANDOM weights" in text
     assert _figures(notebook) == 2  # fold AUCs, ROC curves
@@ -225,7 +225,7 @@ def test_operating_point_runs_on_the_phantom_without_earlier_chapters(fresh_book
     from busutils.operating_point import threshold_for_sensitivity
 
     assert not (fresh_book / "results").exists()
-    notebook = _run(fresh_book, "08_operating_point", monkeypatch, model="vgg16-transfer",
+    notebook = _run(fresh_book, "09_operating_point", monkeypatch, model="vgg16-transfer",
                     target_sensitivity=0.9, **TINY)
     text = _outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text and "RANDOM weights" in text
@@ -242,7 +242,7 @@ def test_operating_point_runs_on_the_phantom_without_earlier_chapters(fresh_book
 
 @pytest.mark.slow
 def test_new_images_chapter_scores_every_model_on_both_test_parts(fresh_book, monkeypatch):
-    notebook = _run(fresh_book, "09_new_images", monkeypatch, profile="smoke")
+    notebook = _run(fresh_book, "10_new_images", monkeypatch, profile="smoke")
     text = _outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text and "new images: no test image correlates at" in text
     assert _figures(notebook) == 2  # likeness, the six intervals

@@ -352,3 +352,15 @@ def test_trained_predict_gives_the_whole_models_scores(tiny_data, name):
         assert trained.frozen.layer == "block4_pool"
         np.testing.assert_allclose(scores, whole, atol=2e-3)
         assert not np.allclose(scores, scores[0])  # a real score per image, not a constant
+
+
+def test_every_studied_quick_setting_says_what_chose_it():
+    from busutils.profiles import QUICK_CHOSEN_BY, choice_table
+
+    table = choice_table()
+    assert list(table.index) == list(QUICK_CHOSEN_BY)
+    assert all(hasattr(PROFILES["quick"], name) for name in QUICK_CHOSEN_BY)
+    assert not any("test" in why for why in QUICK_CHOSEN_BY.values())  # never a test part
+    changed = choice_table(get_profile("quick", image_size=224))
+    assert changed.loc["image_size", "what chose it"] == "changed for this run"
+    assert changed.loc["head_hidden", "value"] == PROFILES["quick"].head_hidden
