@@ -1,8 +1,9 @@
 """An audit of a data folder for readers who bring their own images.
 
 ``python -m busutils data DIR`` prints it; :func:`audit` returns the same facts as a
-JSON-ready dictionary: the layout found, counts per class, the files skipped and why, the
-near-duplicate groups and the groups whose members disagree on the label.
+JSON-ready dictionary: the layout found, counts per class, the number of patients where the
+data set names them, the files skipped and why, the near-duplicate groups and the groups whose
+members disagree on the label.
 ``python -m busutils split DIR`` lists the cross-validation fold of every file
 (:func:`fold_table`), cut as ``train --folds`` and ``compare`` cut them.
 """
@@ -43,6 +44,7 @@ def audit(root: str | Path, *, max_distance: int = MAX_DISTANCE, image_size: int
         "layout": dataset.layout,
         "n_images": len(dataset),
         "counts": dataset.counts(),
+        "n_patients": None if dataset.patient_ids is None else len(np.unique(dataset.patient_ids)),
         "skipped": [{"file": s.path, "reason": s.reason} for s in dataset.skipped],
         "conversions": notes,
         "max_distance": max_distance,
@@ -60,6 +62,8 @@ def format_audit(result: dict) -> str:
         f"Images: {result['n_images']}",
     ]
     lines += [f"  {name}: {count}" for name, count in result["counts"].items()]
+    if result.get("n_patients") is not None:
+        lines.append(f"Patients: {result['n_patients']} (named by the data set; splits keep each one's images together)")
     lines.append(f"Skipped files: {len(result['skipped'])}")
     lines += [f"  {s['file']}: {s['reason']}" for s in result["skipped"][:50]]
     if len(result["skipped"]) > 50:

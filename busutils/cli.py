@@ -189,13 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     quiet.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines: results only (sets $BUSUTILS_QUIET)")
 
     data = sub.add_parser("data", help="audit a data folder", description="Audit a data folder: layout, counts per class, skipped files, near-duplicate and cross-label groups.")
-    data.add_argument("dir", type=_existing_path, help="data folder (BUSI layout or one folder per class) or BreastMNIST .npz")
+    data.add_argument("dir", type=_existing_path, help="data folder (BUSI layout, one folder per class, BUS-BRA or BrEaST-Lesions-USG) or BreastMNIST .npz")
     data.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     data.add_argument("--max-distance", type=int, default=MAX_DISTANCE, help="perceptual-hash distance (bits) up to which two images count as near-duplicates (default: %(default)s)")
     data.set_defaults(func=_cmd_data)
 
-    split = sub.add_parser("split", help="assign each file a cross-validation fold", description="Assign every image a fold for group-aware stratified k-fold cross-validation, exactly as 'train --folds' and 'compare' cut them with the same task, profile, folds and seed; near-duplicates always share a fold.")
-    split.add_argument("dir", type=_existing_path, help="data folder (BUSI layout or one folder per class)")
+    split = sub.add_parser("split", help="assign each file a cross-validation fold", description="Assign every image a fold for group-aware stratified k-fold cross-validation, exactly as 'train --folds' and 'compare' cut them with the same task, profile, folds and seed; near-duplicates, and the images of one patient where the data set names patients, always share a fold.")
+    split.add_argument("dir", type=_existing_path, help="data folder (BUSI layout, one folder per class, BUS-BRA or BrEaST-Lesions-USG)")
     split.add_argument("--folds", type=_positive_int, default=5, help="number of folds (default: %(default)s)")
     split.add_argument("--seed", type=int, default=0, help="random seed of the fold assignment, as train's --seed and compare's first --seeds (default: %(default)s)")
     split.add_argument("--task", default="benign-malignant", choices=["benign-malignant", "three-class", "breastmnist"], help="classification task: which images take part (default: %(default)s)")

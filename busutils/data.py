@@ -1,12 +1,23 @@
 """Finding and loading breast-ultrasound data sets.
 
-Three layouts are read:
+Five layouts are read:
 
 * ``busi`` – the original BUSI release, ``<root>/{benign,malignant,normal}/<class> (N).png``
   with segmentation masks ``<class> (N)_mask.png`` (and ``_mask_1.png``) beside the images;
 * ``class-folders`` – one folder per class, optionally under ``train/`` and ``test/``
   (a clinic export, or the paper's own data);
-* ``breastmnist`` – a local MedMNIST ``breastmnist*.npz`` file.
+* ``breastmnist`` – a local MedMNIST ``breastmnist*.npz`` file;
+* ``bus-bra`` – BUS-BRA as its Zenodo archive unpacks: ``bus_data.csv`` (columns ``ID``, ``Case``,
+  ``Pathology``, ...) beside ``Images/bus_0001-l.png`` and ``Masks/mask_0001-l.png``; ``Case``
+  names the patient (several images per patient);
+* ``breast-lesions-usg`` – BrEaST-Lesions-USG as The Cancer Imaging Archive gives it: the
+  spreadsheet ``BrEaST-Lesions-USG-clinical-data-*.xlsx`` (or a CSV export of it; columns
+  ``CaseID``, ``Image_filename``, ``Mask_tumor_filename``, ``Classification``, ...) beside the
+  folder ``BrEaST-Lesions_USG-images_and_masks/`` (``case001.png``, ``case001_tumor.png``).
+
+The two tabled data sets take each image's class, patient and masks from their table, never
+from file names; a table without the columns the data set publishes is an error that names
+the file and what it lacks.
 
 With no path and no ``BUSI_DIR``, :func:`load_dataset` falls back to the synthetic phantom so
 that every chapter runs offline, and says so.  Source files are only ever read.
@@ -31,6 +42,10 @@ BUSI_CLASSES = ("benign", "malignant", "normal")
 SUBSETS = ("train", "test")
 _MASK = re.compile(r"_mask(_\d+)?$", re.IGNORECASE)
 _BUSI_NAME = re.compile(r"^(benign|malignant|normal) \((\d+)\)$")
+BUSBRA_TABLE = "bus_data.csv"
+BREAST_IMAGES = "BrEaST-Lesions_USG-images_and_masks"
+_BREAST_TABLE = re.compile(r"^BrEaST-Lesions-USG.*clinical.*\.(xlsx|csv)$", re.IGNORECASE)
+_BREAST_IMAGE = re.compile(r"^case\d+\.png$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,8 @@ class Scan:
     layout: str
     files: list[tuple[Path, str, str | None]]  # (path, source class, subset or None)
     skipped: list[Skipped] = field(default_factory=list)
+    patients: list[str] | None = None  # patient of each file, where the data set names patients
+    masks: list[tuple[Path, ...]] | None = None  # lesion mask files of each file, where a table lists them
 
     def counts(self) -> dict[str, int]:
         """Number of candidate image files per source class."""
@@ -108,6 +125,8 @@ class Dataset:
     group_ids: np.ndarray | None = None
     hash_values: np.ndarray | None = None
     masks: np.ndarray | None = None  # lesion masks (n, h, w), bool, where the data carry them (the phantom)
+    patient_ids: np.ndarray | None = None  # patient of each image, where the data set names patients
+    mask_ids: list[tuple[str, ...]] | None = None  # mask files of each image (relative to source), from a table
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -127,11 +146,19 @@ class Dataset:
 
     @property
     def groups(self) -> np.ndarray:
-        """Near-duplicate group of every image (computed once, on first use)."""
-        if self.group_ids is None:
-            from .duplicates import groups_from_hashes
+        """The group of every image that splits keep whole (computed once, on first use).
 
-            self.group_ids = groups_from_hashes(self.hashes)
+        Near-duplicates share a group; where the data set names patients (BUS-BRA has several
+        images of each), so do all the images of one patient, so that no patient is both
+        trained on and tested.
+        """
+        if self.group_ids is None:
+            from .duplicates import groups_from_hashes, join_groups
+
+            groups = groups_from_hashes(self.hashes)
+            if self.patient_ids is not None:
+                groups = join_groups(groups, self.patient_ids)
+            self.group_ids = groups
         return self.group_ids
 
     def counts(self) -> dict[str, int]:
@@ -155,6 +182,8 @@ class Dataset:
             group_ids=None if self.group_ids is None else self.group_ids[index],
             hash_values=None if self.hash_values is None else self.hash_values[index],
             masks=None if self.masks is None else self.masks[index],
+            patient_ids=None if self.patient_ids is None else self.patient_ids[index],
+            mask_ids=None if self.mask_ids is None else [self.mask_ids[i] for i in index],
         )
 
 
@@ -190,8 +219,163 @@ def _scan_class_folders(folder: Path, subset: str | None, files: list, skipped: 
             skipped.append(Skipped(where, "empty class folder (no images)"))
 
 
+def _read_table(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """The rows of a data set's table (CSV, or the first sheet of an ``.xlsx``) as stripped strings.
+
+    Raises :class:`DataError` naming the file when it cannot be read or lacks a ``required`` column.
+    """
+    import pandas as pd
+
+    try:
+        if path.suffix.lower() == ".xlsx":
+            frame = pd.read_excel(path, sheet_name=0, dtype=str)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except ImportError as error:
+        raise DataError(
+            f"{path}: reading an .xlsx spreadsheet needs the openpyxl package ({error}); install it "
+            "(pip install openpyxl), or save the sheet as CSV under the same name with .csv"
+        ) from error
+    except Exception as error:  # pandas raises many kinds for a corrupt or foreign file
+        raise DataError(f"{path}: cannot be read as a table ({type(error).__name__}: {error})") from error
+    frame.columns = [str(column).strip() for column in frame.columns]
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: column(s) {missing} are missing (found {list(frame.columns)}); expected the table "
+            "as the data set publishes it"
+        )
+    frame = frame.fillna("").astype(str)
+    return [{key: value.strip() for key, value in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _file_name(value: str, table: Path, row: int, column: str) -> str:
+    """A file name from a table cell: a plain name, never a path that could leave the data folder."""
+    if not value or "/" in value or "\\" in value or value in (".", ".."):
+        raise DataError(f"{table}, row {row}: {column} is {value!r}; expected a file name such as case001.png")
+    return value
+
+
+def _unlisted(folder: Path, listed: set[str], table: Path) -> list[Skipped]:
+    """Files in ``folder`` that its table does not mention, to report as skipped."""
+    return [Skipped(str(path), f"not listed in {table.name}") for path in sorted(folder.iterdir())
+            if path.is_file() and not path.name.startswith(".") and path.name not in listed and path != table]
+
+
+def _scan_busbra(root: Path) -> Scan:
+    """BUS-BRA: ``bus_data.csv`` gives each image's class (``Pathology``) and patient (``Case``)."""
+    table = root / BUSBRA_TABLE
+    rows = _read_table(table, ("ID", "Case", "Pathology"))
+    images, masks_dir = root / "Images", root / "Masks"
+    if not images.is_dir():
+        raise DataError(f"{table}: BUS-BRA's images are expected in {images}/ (Images/bus_0001-l.png, ...), "
+                        "which is missing; unpack the whole archive")
+    files: list[tuple[Path, str, str | None]] = []
+    patients: list[str] = []
+    masks: list[tuple[Path, ...]] = []
+    skipped: list[Skipped] = []
+    seen: set[str] = set()
+    for row_number, row in enumerate(rows, start=2):
+        name = _file_name(row["ID"], table, row_number, "ID")
+        pathology = row["Pathology"].lower()
+        if pathology not in ("benign", "malignant"):
+            raise DataError(f"{table}, row {row_number}: Pathology of {name} is {row['Pathology']!r}; "
+                            "expected 'benign' or 'malignant'")
+        if not row["Case"]:
+            raise DataError(f"{table}, row {row_number}: Case (the patient) of {name} is empty")
+        if name in seen:
+            raise DataError(f"{table}, row {row_number}: ID {name} is listed twice")
+        seen.add(name)
+        path = images / f"{name}.png"
+        if not path.is_file():
+            skipped.append(Skipped(str(path), f"listed in {BUSBRA_TABLE} but missing"))
+            continue
+        mask = masks_dir / f"mask_{name.removeprefix('bus_')}.png"
+        files.append((path, pathology, None))
+        patients.append(row["Case"])
+        masks.append((mask,) if mask.is_file() else ())
+    skipped += _unlisted(images, {f"{name}.png" for name in seen}, table)
+    if not files:
+        raise DataError(f"{table}: none of the {len(rows)} images it lists is in {images}/")
+    return Scan(root, "bus-bra", files, skipped, patients=patients, masks=masks)
+
+
+def _scan_breast(root: Path, tables: list[Path]) -> Scan:
+    """BrEaST-Lesions-USG: its clinical spreadsheet gives each image's class, case and tumour masks."""
+    if len(tables) > 1:
+        raise DataError(f"{root}: several BrEaST-Lesions-USG spreadsheets ({', '.join(p.name for p in tables)}); "
+                        "keep only one")
+    table = tables[0]
+    rows = _read_table(table, ("CaseID", "Image_filename", "Classification"))
+    names = [_file_name(row["Image_filename"], table, n, "Image_filename") for n, row in enumerate(rows, start=2)]
+    if not names:
+        raise DataError(f"{table}: lists no images")
+    candidates = [root / BREAST_IMAGES, *sorted(root.glob(f"*/{BREAST_IMAGES}")), root]
+    folder = next((c for c in candidates if (c / names[0]).is_file()), None)
+    if folder is None:
+        raise DataError(
+            f"{table}: its images (e.g. {names[0]}) are neither in {root / BREAST_IMAGES}/, the folder TCIA's "
+            f"zip unpacks to, nor beside the spreadsheet; unpack BrEaST-Lesions_USG-images_and_masks-*.zip into {root}"
+        )
+    files: list[tuple[Path, str, str | None]] = []
+    patients: list[str] = []
+    masks: list[tuple[Path, ...]] = []
+    skipped: list[Skipped] = []
+    listed: set[str] = set()
+    for row_number, (row, name) in enumerate(zip(rows, names), start=2):
+        classification = row["Classification"].lower()
+        if classification not in BUSI_CLASSES:
+            raise DataError(f"{table}, row {row_number}: Classification of {name} is {row['Classification']!r}; "
+                            f"expected one of {list(BUSI_CLASSES)}")
+        if not row["CaseID"]:
+            raise DataError(f"{table}, row {row_number}: CaseID of {name} is empty")
+        if name in listed:
+            raise DataError(f"{table}, row {row_number}: Image_filename {name} is listed twice")
+        tumour = [_file_name(m.strip(), table, row_number, "Mask_tumor_filename")
+                  for m in row.get("Mask_tumor_filename", "").split("&") if m.strip()]
+        other = [m.strip() for m in row.get("Mask_other_filename", "").split("&") if m.strip()]
+        listed.update([name, *tumour, *other])
+        path = folder / name
+        if not path.is_file():
+            skipped.append(Skipped(str(path), f"listed in {table.name} but missing"))
+            continue
+        for mask in tumour:
+            if not (folder / mask).is_file():
+                skipped.append(Skipped(str(folder / mask), f"tumour mask listed in {table.name} but missing"))
+        files.append((path, classification, None))
+        patients.append(row["CaseID"])
+        masks.append(tuple(folder / m for m in tumour if (folder / m).is_file()))
+    skipped += _unlisted(folder, listed, table)
+    if not files:
+        raise DataError(f"{table}: none of the {len(rows)} images it lists is in {folder}/")
+    return Scan(root, "breast-lesions-usg", files, skipped, patients=patients, masks=masks)
+
+
+def _scan_tabled(root: Path, entries: list[Path]) -> Scan | None:
+    """The scan of a BUS-BRA or BrEaST-Lesions-USG folder, or None for any other folder."""
+    if (root / BUSBRA_TABLE).is_file():
+        return _scan_busbra(root)
+    if (root / "BUSBRA" / BUSBRA_TABLE).is_file():  # the folder the Zenodo archive was unpacked into
+        return _scan_busbra(root / "BUSBRA")
+    tables = sorted(p for p in entries if p.is_file() and _BREAST_TABLE.match(p.name))
+    if tables:
+        return _scan_breast(root, tables)
+    flat_cases = not any(p.is_dir() for p in entries) and any(_BREAST_IMAGE.match(p.name) for p in entries)
+    if (root / BREAST_IMAGES).is_dir() or flat_cases:
+        if any(_BREAST_TABLE.match(p.name) for p in root.parent.glob("*")):
+            raise DataError(f"{root}: holds BrEaST-Lesions-USG's images; give the folder above it, {root.parent}, "
+                            "which holds the clinical spreadsheet that gives each image's class")
+        raise DataError(
+            f"{root}: looks like BrEaST-Lesions-USG, but its clinical spreadsheet "
+            "(BrEaST-Lesions-USG-clinical-data-*.xlsx), which gives each image's class, is not here: download "
+            f"it from The Cancer Imaging Archive into the folder that holds {BREAST_IMAGES}/, and give that folder"
+        )
+    return None
+
+
 def detect_layout(root: str | Path) -> str:
-    """Name the layout of ``root``: ``busi``, ``class-folders``, ``class-folders-split`` or ``breastmnist``."""
+    """Name the layout of ``root``: ``busi``, ``class-folders``, ``class-folders-split``, ``breastmnist``,
+    ``bus-bra`` or ``breast-lesions-usg``."""
     return scan(root).layout
 
 
@@ -207,13 +391,16 @@ def scan(root: str | Path) -> Scan:
         if root.suffix.lower() == ".npz":
             return Scan(root, "breastmnist", [])
         raise DataError(
-            f"{root}: is a file; give a data folder (class per folder, or BUSI's benign/malignant/normal) "
-            "or a BreastMNIST .npz file"
+            f"{root}: is a file; give a data folder (class per folder, BUSI's benign/malignant/normal, "
+            "BUS-BRA's or BrEaST-Lesions-USG's folder) or a BreastMNIST .npz file"
         )
     try:
         entries = [p for p in root.iterdir() if not p.name.startswith(".")]
     except PermissionError as error:
         raise DataError(f"{root}: cannot be read ({error})") from error
+    tabled = _scan_tabled(root, entries)
+    if tabled is not None:
+        return tabled
     subdirs = {p.name.lower(): p for p in entries if p.is_dir()}
     files: list[tuple[Path, str, str | None]] = []
     skipped: list[Skipped] = []
@@ -234,7 +421,8 @@ def scan(root: str | Path) -> Scan:
         raise DataError(
             f"{root}: matches no known layout: it has no class folders. Expected BUSI's "
             "benign/ malignant/ normal/ folders, one folder per class (optionally under train/ and "
-            "test/), or a BreastMNIST .npz file."
+            f"test/), BUS-BRA's {BUSBRA_TABLE} with Images/, BrEaST-Lesions-USG's clinical spreadsheet with "
+            f"{BREAST_IMAGES}/, or a BreastMNIST .npz file."
         )
     for path in (p for p in entries if p.is_file()):
         skipped.append(Skipped(str(path), "file outside the class folders"))
@@ -259,11 +447,13 @@ def load_folder(
     task: str | None = "benign-malignant",
     image_size: int = 224,
 ) -> Dataset:
-    """Load a BUSI-layout or class-per-folder data set for ``task``, images resized to ``image_size``.
+    """Load a data folder in any layout of :func:`scan` for ``task``, images resized to ``image_size``.
 
-    ``task=None`` keeps every class folder found, as its own class (for auditing any export).
+    ``task=None`` keeps every class found, as its own class (for auditing any export).
     Files that cannot be read are skipped with a warning and listed in ``Dataset.skipped``;
-    a class the task needs but the folder lacks is an error.
+    a class the task needs but the folder lacks is an error.  BUS-BRA and BrEaST-Lesions-USG
+    also give each image's patient (``Dataset.patient_ids``, kept together by every split) and
+    its lesion mask files (read by :func:`lesion_masks`).
     """
     found = scan(root)
     if found.layout == "breastmnist":
@@ -276,14 +466,19 @@ def load_folder(
         spec = get_task(task)
     missing = sorted(set(spec.mapping) - present)
     if missing:
+        if found.patients is None:
+            raise DataError(
+                f"{found.root}: task {task!r} needs class folders {sorted(spec.mapping)}, but "
+                f"{missing} {'is' if len(missing) == 1 else 'are'} missing or empty (found {sorted(present) or 'none'}). "
+                "Name the folders after the classes, or choose another task."
+            )
         raise DataError(
-            f"{found.root}: task {task!r} needs class folders {sorted(spec.mapping)}, but "
-            f"{missing} {'is' if len(missing) == 1 else 'are'} missing or empty (found {sorted(present) or 'none'}). "
-            "Name the folders after the classes, or choose another task."
+            f"{found.root}: task {task!r} needs classes {sorted(spec.mapping)}, but its table gives no image of "
+            f"{missing} (found {sorted(present)}); choose another task, e.g. 'benign-malignant'."
         )
-    images, labels, ids, subsets = [], [], [], []
+    images, labels, ids, subsets, patients, mask_ids = [], [], [], [], [], []
     skipped = list(found.skipped)
-    for path, source_class, subset in found.files:
+    for index, (path, source_class, subset) in enumerate(found.files):
         if source_class not in spec.mapping:
             continue
         try:
@@ -296,6 +491,10 @@ def load_folder(
         labels.append(spec.mapping[source_class])
         ids.append(path.relative_to(found.root).as_posix())
         subsets.append(subset or "")
+        if found.patients is not None:
+            patients.append(found.patients[index])
+        if found.masks is not None:
+            mask_ids.append(tuple(m.relative_to(found.root).as_posix() for m in found.masks[index]))
     if not images:
         raise DataError(f"{found.root}: none of the images could be read; see the warnings above")
     counts = Counter(labels)
@@ -312,6 +511,8 @@ def load_folder(
         task=spec.name,
         subsets=np.asarray(subsets) if found.layout == "class-folders-split" else None,
         skipped=skipped,
+        patient_ids=None if found.patients is None else np.asarray(patients, dtype=str),
+        mask_ids=None if found.masks is None else mask_ids,
     )
 
 
@@ -416,6 +617,10 @@ _LAYOUT_NAMES = {
     "breastmnist": "BreastMNIST, from MedMNIST v2 (Yang et al., 2023; CC BY 4.0)",
     "class-folders": "images in one folder per class",
     "class-folders-split": "images in one folder per class, under train/ and test/",
+    "bus-bra": ("BUS-BRA, breast ultrasound from the National Institute of Cancer, Rio de Janeiro "
+                "(Gómez-Flores et al., Medical Physics 51 (2024) 3110-3123; free to use and share, citing that article)"),
+    "breast-lesions-usg": ("BrEaST-Lesions-USG, breast ultrasound from Poland (Pawłowska et al., Scientific Data "
+                           "11 (2024) 148; The Cancer Imaging Archive, CC BY 4.0, citation required)"),
 }
 
 
@@ -452,14 +657,24 @@ def mask_files(image: str | Path) -> list[Path]:
     return found
 
 
+def _read_mask(path: Path, size: int) -> np.ndarray:
+    """A mask file as a bool array at ``size``: on where it is at least half its brightest value,
+    so that masks saved as 0/255 and as 0/1 both read as drawn."""
+    grey = read_image(path, size)
+    top = int(grey.max())
+    return grey >= (top + 1) // 2 if top else np.zeros(grey.shape, dtype=bool)
+
+
 def lesion_masks(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """Lesion masks ``(n, h, w)`` (bool, at the images' size) and which images have one ``(n,)``.
 
     The phantom knows its lesions.  A folder in the original BUSI layout has mask files beside
-    its images (:func:`mask_files`; several masks of one image are joined); they are read as the
-    images are, resized the same way, and the reader's files are only read.  An image without
-    a mask file gets an empty mask and ``False``; so does every image of a data set without masks
-    (BreastMNIST, BUSI copies that left the masks out).
+    its images (:func:`mask_files`; several masks of one image are joined); BUS-BRA's are in its
+    ``Masks/`` folder, BrEaST-Lesions-USG's are the tumour masks its spreadsheet lists (several
+    tumours joined; masks of other findings left out).  They are read as the images are, resized
+    the same way, and the reader's files are only read.  An image without a mask file gets an
+    empty mask and ``False``; so does every image of a data set without masks (BreastMNIST, BUSI
+    copies that left the masks out).
     """
     size = dataset.image_size
     if dataset.masks is not None:
@@ -468,7 +683,15 @@ def lesion_masks(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     masks = np.zeros((len(dataset), size, size), dtype=bool)
     found = np.zeros(len(dataset), dtype=bool)
     root = Path(dataset.source)
-    if dataset.layout not in ("busi", "class-folders", "class-folders-split") or not root.is_dir():
+    if not root.is_dir():
+        return masks, found
+    if dataset.mask_ids is not None:
+        for i, names in enumerate(dataset.mask_ids):
+            for name in names:
+                masks[i] |= _read_mask(root / name, size)
+                found[i] = True
+        return masks, found
+    if dataset.layout not in ("busi", "class-folders", "class-folders-split"):
         return masks, found
     for i, image_id in enumerate(dataset.ids):
         for path in mask_files(root / image_id):

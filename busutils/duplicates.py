@@ -11,7 +11,8 @@ Two units are built from these pairs, for two purposes:
   :mod:`busutils.splits` keeps on one side: near-duplicates joined however they connect (if A is
   like B and B like C, all three form one group, the connected component), so that no image is
   within the threshold of an image outside its group and no near-duplicate pair can ever
-  straddle a split.
+  straddle a split.  Where a data set names patients, :func:`join_groups` joins these groups
+  with the patients (``Dataset.groups``), so that a patient's images stay on one side too.
 * :func:`bootstrap_groups` gives the small units a bootstrap resamples.  Unrelated images can be
   alike too, and where many are (the synthetic phantom at 224 px) a component chains dozens of
   them.  Copies of one image lie within ``max_distance`` of it, hence within ``2 *
@@ -34,6 +35,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import squareform
 
@@ -140,6 +142,28 @@ def groups_from_hashes(hashes: np.ndarray, max_distance: int = MAX_DISTANCE) -> 
     _check_max_distance(max_distance)
     _, groups = connected_components(hamming_distances(hashes) <= max_distance, directed=False)
     return _renumber(groups)
+
+
+def join_groups(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Groups that keep both groupings whole: images sharing a group in either share one here.
+
+    E.g. near-duplicate groups joined with patients: a patient's images, and every near-copy
+    of any of them, form one group.  Labels of ``second`` may be of any type (patient names).
+    Groups are numbered 0, 1, ... in the order of their first image.
+    """
+    first, second = np.asarray(first), np.asarray(second)
+    if first.shape != second.shape or first.ndim != 1:
+        raise ValueError(f"groupings must be one-dimensional and alike: shapes {first.shape} and {second.shape}")
+    n = len(first)
+    _, a = np.unique(first, return_inverse=True)
+    _, b = np.unique(second, return_inverse=True)
+    # a graph of images and group labels: each image linked to its label in each grouping
+    rows = np.concatenate([np.arange(n), np.arange(n)])
+    cols = np.concatenate([n + a, n + a.max(initial=-1) + 1 + b])
+    size = n + a.max(initial=-1) + 1 + b.max(initial=-1) + 1
+    graph = coo_matrix((np.ones(2 * n), (rows, cols)), shape=(size, size))
+    _, components = connected_components(graph, directed=False)
+    return _renumber(components[:n])
 
 
 def bootstrap_groups(hashes: np.ndarray, max_distance: int = MAX_DISTANCE) -> np.ndarray:

@@ -164,13 +164,15 @@ def new_images_split(
     seed: int = 0,
     max_similarity: float | None = None,
     max_distance: int = MAX_DISTANCE,
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Rest and test indices, the test part made of images unlike every image of the rest.
 
     Two images are *alike* when their pixels at 64 px correlate at ``threshold`` or more, or
     when their perceptual hashes are near-duplicates (at most ``max_distance`` bits apart).
-    Images joined by a chain of alike pairs form a cluster; the test part is made of whole
-    clusters other than the largest, so that no test image is alike any image of the rest.  The
+    Images of one ``groups`` entry (e.g. ``Dataset.groups``: near-duplicates and one patient's
+    images) count as alike too.  Images joined by a chain of alike pairs form a cluster; the
+    test part is made of whole clusters other than the largest, so that no test image is alike any image of the rest.  The
     threshold is the lowest (the strictest: the test images as unlike the rest as possible) at
     which such clusters hold ``test_size`` of every class, to 2% (at least one image);
     ``seed`` draws which of the clusters at that threshold fill each class's share.  The threshold is not allowed above ``max_similarity``, by default the median, over
@@ -195,6 +197,11 @@ def new_images_split(
     hashes = perceptual_hashes(images) if hashes is None else np.asarray(hashes, dtype=np.uint64)
     correlations = pixel_correlations(images)
     near = hamming_distances(hashes) <= max_distance
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != labels.shape:
+            raise ValueError(f"groups has shape {groups.shape}, labels {labels.shape}: they must match")
+        near |= groups[:, None] == groups[None, :]
     np.fill_diagonal(correlations, -1.0)
     nearest = correlations.max(axis=1)
     ceiling = float(np.median(nearest)) if max_similarity is None else float(max_similarity)
