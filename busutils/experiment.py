@@ -116,9 +116,10 @@ def split_dataset(
 def _new_images_split(dataset: Dataset, *, test_size: float, val_size: float, seed: int) -> Split:
     """:func:`split_dataset` with ``test_part="new-images"``."""
     rest, test, test_record = new_images_split(dataset.images, dataset.labels, dataset.hashes,
-                                               test_size=test_size, seed=seed)
+                                               test_size=test_size, seed=seed, groups=dataset.groups)
     inner_train, inner_val, val_record = new_images_split(dataset.images[rest], dataset.labels[rest],
-                                                          dataset.hashes[rest], test_size=val_size, seed=seed + 1)
+                                                          dataset.hashes[rest], test_size=val_size, seed=seed + 1,
+                                                          groups=dataset.groups[rest])
     train, val = rest[inner_train], rest[inner_val]
     for first, second in ((train, val), (train, test), (val, test)):
         check_disjoint(dataset.groups, first, second)

@@ -208,6 +208,16 @@ def test_the_split_of_a_chapter_keeps_patients_whole(busbra):
     assert all(sides) and not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_new_images_split_keeps_patients_whole(busbra, seed):
+    from busutils.experiment import split_dataset
+
+    data = load_folder(busbra[0], image_size=SIZE)
+    split = split_dataset(data, test_size=0.3, val_size=0.2, seed=seed, test_part="new-images")
+    parts = [set(split.train.patient_ids), set(split.val.patient_ids), set(split.test.patient_ids)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+
+
 def test_busbra_reads_through_busi_dir_and_names_its_source(busbra, monkeypatch):
     monkeypatch.setenv("BUSI_DIR", str(busbra[0] / "BUSBRA"))
     data = load_dataset(image_size=32)
