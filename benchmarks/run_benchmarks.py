@@ -25,7 +25,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from busutils import benchmark  # noqa: E402
-from busutils.results import read_json, write_json_atomic  # noqa: E402
+from busutils.records import read_json, write_json_atomic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

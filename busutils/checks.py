@@ -164,7 +164,7 @@ def augmentation_exercise(runs: Mapping[str, Mapping], curves: Mapping[str, Sequ
                           paired: Mapping | None = None) -> Report:
     """Exercise 02: three runs of the baseline on one split that differ in the augmentation only,
     their validation curves, and a paired test of the best against the worst test AUC."""
-    from busutils.compare import delong_test
+    from busutils.paired_auc import delong_test
 
     report = Report("02_augmentation")
     if _empty(runs):
@@ -221,7 +221,7 @@ def unfreeze_exercise(trained: Mapping[str, Any], split: Any, scores: Mapping[st
                       paired: Mapping | None = None) -> Report:
     """Exercise 03: two fine-tunings from one classifier, block 5 or blocks 4 and 5; their test
     scores; and a paired test of the two."""
-    from busutils.compare import delong_test
+    from busutils.paired_auc import delong_test
     from busutils.models import count_params
 
     report = Report("03_unfreeze_more")
@@ -280,7 +280,7 @@ def three_class_exercise(split: Any, evaluation: Mapping | None = None, trivial:
         confusion = np.asarray(evaluation["metrics"]["confusion_matrix"])
         ok = confusion.shape == (len(names), len(names)) and int(confusion.sum()) == n
         report.add("1", ok, "the model is evaluated on every test image, three classes" if ok else
-                   "`evaluation` should come from evaluate_predictions on the test part's labels and the "
+                   "`evaluation` should come from metrics_with_ci on the test part's labels and the "
                    "model's three probabilities per image")
         metrics = evaluation["metrics"]
         report.values.update(accuracy=metrics.get("accuracy"), auc=metrics.get("auc"),
@@ -316,7 +316,7 @@ def shortcut_exercise(labels: Sequence[int], area: Sequence[float], scores: Sequ
                       control_scores: Sequence[float] | None = None) -> Report:
     """Exercise 05: the AUC of the marked area, the scores with the marks painted over, and the
     scores of the control."""
-    from busutils.compare import delong_test
+    from busutils.paired_auc import delong_test
 
     report = Report("05_shortcuts")
     y, area, scores = np.asarray(labels), np.asarray(area, dtype=float), np.asarray(scores, dtype=float)

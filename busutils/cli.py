@@ -152,7 +152,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .crossval import compare_models, paired_table, summary_table
     from .data import load_dataset
     from .profiles import get_profile
-    from .results import write_json_atomic
+    from .records import write_json_atomic
 
     settings = get_profile(args.profile, epochs=args.epochs)
     dataset = load_dataset(args.data, task=args.task, image_size=settings.image_size, phantom_n=settings.phantom_n,

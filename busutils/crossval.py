@@ -8,7 +8,7 @@ One held-out split is a noisy measure: another draw of the test part gives anoth
 Cross-validation tests every image once, on k folds; and when *every* model is trained and
 tested on the *same* folds, with the same seeds and the same validation parts, each image gets
 one out-of-fold score from each model, so that two models can be compared image by image
-(:mod:`busutils.compare`) instead of through two separate confidence intervals.
+(:mod:`busutils.paired_auc`) instead of through two separate confidence intervals.
 
 Every fold of one seed trains with that seed: the folds differ in their data only, and the
 augmented copies of an image (and so the cached activations of VGG16's frozen layers,
@@ -27,15 +27,15 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .compare import delong_test, paired_bootstrap_auc
+from .paired_auc import delong_test, paired_bootstrap_auc
 from .data import Dataset
 from .duplicates import bootstrap_groups
-from .evaluate import PAPER_TABLE1, classification_metrics, evaluate_predictions
+from .evaluate import PAPER_TABLE1, classification_metrics, metrics_with_ci
 from .experiment import Split, data_summary, split_dataset, train_model
 from .models import MODEL_NAMES
 from .profiles import Profile, as_dict
 from .progress import progress
-from .results import Timer, environment_info
+from .records import Timer, environment_info
 from .splits import check_fold_count, group_kfold
 from .train import predict_scores
 
@@ -196,7 +196,7 @@ def compare_models(
             "fit_seconds": round(sum(f["fit_seconds"] for f in per_fold[name]), 1),
             "per_fold": per_fold[name],
             "summary": {key: _spread([f[key] for f in per_fold[name]]) for key in FOLD_METRICS},
-            "pooled": evaluate_predictions(labels, np.array(scores[name]), list(dataset.class_names),
+            "pooled": metrics_with_ci(labels, np.array(scores[name]), list(dataset.class_names),
                                            n_boot=settings.n_boot, seed=seeds[0], groups=groups),
         }
     paired, seed_of = [], np.array(rows["seed"])

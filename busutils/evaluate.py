@@ -29,7 +29,7 @@ import pandas as pd
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
-from busutils.results import to_jsonable
+from busutils.records import to_jsonable
 
 __all__ = [
     "PAPER_TABLE1",
@@ -37,7 +37,7 @@ __all__ = [
     "multiclass_metrics",
     "classification_metrics",
     "bootstrap_ci",
-    "evaluate_predictions",
+    "metrics_with_ci",
     "metrics_table",
     "format_metric",
     "UnreliableIntervalWarning",
@@ -502,7 +502,7 @@ def bootstrap_ci(
 # --------------------------------------------------------------------------------------
 
 
-def evaluate_predictions(
+def metrics_with_ci(
     y_true: Any,
     y_score: Any,
     class_names: Sequence[str],
@@ -564,7 +564,7 @@ def _fmt(value: Any, digits: int) -> str:
 def format_metric(metrics: Mapping[str, Any], key: str, digits: int = 3) -> str:
     """``metrics[key]`` for printing: a number, or ``"n/a"`` and why when it is undefined.
 
-    ``metrics`` is the ``"metrics"`` part of :func:`evaluate_predictions` (undefined values
+    ``metrics`` is the ``"metrics"`` part of :func:`metrics_with_ci` (undefined values
     there are ``None``).  The AUC, the one metric that can be undefined, needs every class
     among the test images.
     """
@@ -596,7 +596,7 @@ def metrics_table(
     """The comparison table each chapter ends with.
 
     ``results`` maps a run name (e.g. ``"baseline (this run)"``) to the output of
-    :func:`evaluate_predictions` (or a JSON file of it read back, or a bare metrics dict).
+    :func:`metrics_with_ci` (or a JSON file of it read back, or a bare metrics dict).
     Each cell reads ``"0.83 [0.76, 0.89]"``: point estimate and 95 % CI.  The rows of
     :data:`PAPER_TABLE1` follow as ``"<model> (paper)"`` -- all of them, or only the names
     given in ``include_paper`` -- with accuracy and AUC as printed in the paper and empty

@@ -19,12 +19,12 @@ from . import __version__
 from .augment import augmented_copies, make_augmentation
 from .cache import image_digests
 from .data import Dataset
-from .evaluate import classification_metrics, evaluate_predictions
+from .evaluate import classification_metrics, metrics_with_ci
 from .frozen import FrozenVGG16
 from .models import MODEL_NAMES, build_model, count_params
 from .precision import precision_scope
 from .profiles import Profile, as_dict
-from .results import Timer, environment_info
+from .records import Timer, environment_info
 from .splits import check_disjoint, count_hash_leaks, group_train_test_split, new_images_split
 from .train import TrainResult, fit, predict_scores, set_seed
 
@@ -272,11 +272,11 @@ def train_model(
                    used_settings, frozen)
 
 
-def evaluate_model(model: keras.Model, dataset: Dataset, *, n_boot: int = 1000, seed: int = 0, batch_size: int = 32,
+def metrics_of_model(model: keras.Model, dataset: Dataset, *, n_boot: int = 1000, seed: int = 0, batch_size: int = 32,
                    what: str | None = None) -> dict:
     """Metrics of ``model`` on ``dataset`` with 95% bootstrap CIs (resampling duplicate groups)."""
     scores = predict_scores(model, dataset.images, batch_size=batch_size, what=what)
-    out = evaluate_predictions(dataset.labels, scores, list(dataset.class_names), n_boot=n_boot, seed=seed,
+    out = metrics_with_ci(dataset.labels, scores, list(dataset.class_names), n_boot=n_boot, seed=seed,
                                groups=dataset.groups)
     out["scores"] = np.asarray(scores).tolist()
     out["labels"] = dataset.labels.tolist()
@@ -332,7 +332,7 @@ def make_results(
     with Timer("evaluate", into=timings):
         # Test scores from the whole model, exactly as a reader's saved model gives them; training and
         # validation scores (for the train-test gap and for choosing thresholds) may read the cache.
-        test = evaluate_model(trained.model, split.test, n_boot=settings.n_boot, seed=seed,
+        test = metrics_of_model(trained.model, split.test, n_boot=settings.n_boot, seed=seed,
                               batch_size=settings.batch_size, what=trained.describe())
         train_scores = trained.predict(split.train.images, batch_size=settings.batch_size)
         train_metrics = classification_metrics(split.train.labels, train_scores, list(dataset.class_names))

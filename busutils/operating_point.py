@@ -24,7 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from scipy.stats import binomtest
 from sklearn.metrics import brier_score_loss
 
-from busutils.evaluate import _check_labels, _check_probabilities, evaluate_predictions
+from busutils.evaluate import _check_labels, _check_probabilities, metrics_with_ci
 
 __all__ = [
     "Recalibration",
@@ -78,7 +78,7 @@ def sensitivity_specificity(
     ``confusion_matrix`` (``[[TN, FP], [FN, TP]]``), ``n`` and ``n_positive``.
     """
     y, s = _check(y_true, scores)
-    result = evaluate_predictions(
+    result = metrics_with_ci(
         y, s, ("benign", "malignant"), n_boot=n_boot, seed=seed, groups=groups, threshold=threshold
     )
     m = result["metrics"]

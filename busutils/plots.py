@@ -185,7 +185,7 @@ def plot_roc(
 def plot_evaluation(test: Mapping[str, Any], class_names: Sequence[str], name: str) -> Figure:
     """A model's test results in one figure: confusion matrix and (two classes) ROC curve.
 
-    ``test`` is the output of :func:`busutils.evaluate.evaluate_predictions` (a results file's
+    ``test`` is the output of :func:`busutils.evaluate.metrics_with_ci` (a results file's
     ``"test"`` entry).
     """
     has_roc = test.get("roc") is not None

@@ -24,10 +24,10 @@ from .data import Dataset, load_dataset
 from .duplicates import MAX_DISTANCE
 from .evaluate import metrics_table
 from .cache import image_digests
-from .experiment import Split, data_summary, evaluate_model, run_experiment, seen_images, split_dataset
+from .experiment import Split, data_summary, metrics_of_model, run_experiment, seen_images, split_dataset
 from .models import MODEL_NAMES
 from .profiles import Profile, as_dict, get_profile
-from .results import environment_info, read_json, write_json_atomic
+from .records import environment_info, read_json, write_json_atomic
 from .train import save_model_atomic
 
 MODEL_FILE = "model.keras"
@@ -161,7 +161,7 @@ def evaluate_run(run: str | Path, *, data: str | Path | None = None, out: str | 
                          f"validation) or are near-duplicates of such images; nothing unseen is left to evaluate on")
     if len(set(unseen.labels.tolist())) < len(unseen.class_names):
         warnings.warn(f"only {len(unseen)} unseen image(s), not all classes present: AUC is undefined", stacklevel=2)
-    result = evaluate_model(keras.models.load_model(model_path), unseen, n_boot=n_boot)
+    result = metrics_of_model(keras.models.load_model(model_path), unseen, n_boot=n_boot)
     result.update(model=saved["model"], run=str(run), weights=saved.get("weights"), data=data_summary(unseen),
                   dropped=dropped, environment=environment_info())
     write_json_atomic(Path(out) if out else run / EVALUATION_FILE, result)

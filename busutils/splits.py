@@ -39,8 +39,17 @@ def group_kfold(
     n_groups = len(np.unique(groups))
     if n_groups < n_splits:
         raise ValueError(f"only {n_groups} groups of images: cannot make {n_splits} folds")
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    return [(np.sort(tr), np.sort(te)) for tr, te in splitter.split(np.zeros(len(labels)), labels, groups)]
+    # StratifiedGroupKFold(shuffle=True) stratifies only from scikit-learn 1.8 on (before, its
+    # shuffled folds were random groups: scikit-learn PR 32540), and Colab has an older release.
+    # Renumbering the groups by the permutation 1.8 draws, then splitting without shuffling,
+    # gives 1.8's folds on every release.
+    _, index = np.unique(groups, return_inverse=True)
+    order = np.arange(index.max() + 1)
+    np.random.RandomState(seed).shuffle(order)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    splitter = StratifiedGroupKFold(n_splits=n_splits)
+    return [(np.sort(tr), np.sort(te)) for tr, te in splitter.split(np.zeros(len(labels)), labels, rank[index])]
 
 
 def check_fold_count(labels: np.ndarray, groups: np.ndarray | None = None, *, n_splits: int = 5,

@@ -30,7 +30,7 @@ import pandas as pd
 from scipy.optimize import brentq
 from scipy.stats import norm, rankdata
 
-from .compare import _check_pair, _placements, delong_test, paired_bootstrap_auc
+from .paired_auc import _check_pair, _placements, delong_test, paired_bootstrap_auc
 from .evaluate import _check_labels, _group_index
 
 __all__ = [
@@ -267,7 +267,7 @@ def simulated_auc_power(auc_a: float, auc_b: float, n_positive: int, n_negative:
 
     Each simulated test part draws two models' scores from a binormal model (benign images
     N(0, 1), malignant N(d, 1) with ``d = sqrt(2) * Phi^-1(AUC)``; the two models' scores of an
-    image correlated by ``score_correlation``) and runs :func:`busutils.compare.delong_test`.
+    image correlated by ``score_correlation``) and runs :func:`busutils.paired_auc.delong_test`.
     Returns the share of significant tests (``power``) and the correlation of the simulated AUC
     estimates (``auc_correlation``), to feed the analytic formula.
     """
@@ -300,7 +300,7 @@ def spread_over_seeds(dataset, settings, seeds: Sequence[int], *, vary: str = "t
     interval (``low``, ``high``) on that run's test part, and ``n_test``.
     """
     from .crossval import _quiet_retracing
-    from .experiment import evaluate_model, split_dataset, train_model
+    from .experiment import metrics_of_model, split_dataset, train_model
 
     if vary not in ("training", "split"):
         raise ValueError(f"vary must be 'training' or 'split', got {vary!r}")
@@ -314,7 +314,7 @@ def spread_over_seeds(dataset, settings, seeds: Sequence[int], *, vary: str = "t
                                   seed=split_seed)
             trained = train_model(model, split, settings, seed=train_seed, weights=weights, verbose=0,
                                   copies_seed=0)
-            test = evaluate_model(trained.model, split.test, n_boot=settings.n_boot, seed=0,
+            test = metrics_of_model(trained.model, split.test, n_boot=settings.n_boot, seed=0,
                                   batch_size=settings.batch_size)
             low, high = test["ci95"]["auc"]
             rows.append({"seed": int(seed), "vary": vary, "auc": test["metrics"]["auc"], "low": low,

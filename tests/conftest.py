@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
-
 import tempfile
 
 import pytest
@@ -15,6 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="busutils-keras-home-")
 # Activations computed by tests go to a fresh cache, never into a reader's.
 os.environ["BUSUTILS_CACHE"] = tempfile.mkdtemp(prefix="busutils-cache-")
+for _folder in (os.environ["KERAS_HOME"], os.environ["BUSUTILS_CACHE"]):
+    atexit.register(shutil.rmtree, _folder, ignore_errors=True)  # hundreds of MB a run otherwise
 # The real VGG16 weights (CI sets VGG16_WEIGHTS) are for the tests that ask for them only.
 REAL_VGG16_WEIGHTS = os.environ.pop("VGG16_WEIGHTS", "")
 

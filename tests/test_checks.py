@@ -12,7 +12,7 @@ import pytest
 from scipy.stats import beta
 
 from busutils import checks
-from busutils.compare import delong_test
+from busutils.paired_auc import delong_test
 from busutils.operating_point import threshold_for_sensitivity
 
 

@@ -14,7 +14,7 @@ from busutils.crossval import compare_models, paired_table, summary_table
 from busutils.data import phantom_dataset
 from busutils.phantom import write_busi_layout
 from busutils.profiles import get_profile
-from busutils.results import read_json, to_jsonable, write_json_atomic
+from busutils.records import read_json, to_jsonable, write_json_atomic
 from busutils.splits import assign_folds
 
 MODELS = ("baseline", "vgg16-transfer", "vgg16-finetune")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sklearn
 
 from busutils.data import load_folder
 from scipy.sparse.csgraph import connected_components
@@ -97,6 +98,36 @@ def test_splits_are_stratified_and_deterministic():
     np.testing.assert_array_equal(train, again)
     other, _ = group_train_test_split(labels, test_size=0.3, seed=1)
     assert not np.array_equal(train, other)
+
+
+def test_group_folds_are_stratified_on_every_scikit_learn_release():
+    """Groups of one to three same-class images: each fold holds its share of each class.
+
+    scikit-learn before 1.8 dealt StratifiedGroupKFold's shuffled groups at random (malignant
+    shares of 0.07 to 0.73 in these folds); the Colab stand-in test runs this on Colab's release."""
+    sizes = np.random.default_rng(1).integers(1, 4, 150)
+    groups = np.repeat(np.arange(150), sizes)
+    labels = np.repeat((np.arange(150) % 5 < 2).astype(int), sizes)  # 40% malignant
+    firsts = set()
+    for seed in range(5):
+        folds = group_kfold(labels, groups, n_splits=10, seed=seed)
+        shares = [labels[test].mean() for _, test in folds]
+        assert np.max(np.abs(np.array(shares) - labels.mean())) < 0.05, shares
+        firsts.add(tuple(folds[0][1]))
+    assert len(firsts) == 5  # the seed still decides which groups share a fold
+
+
+@pytest.mark.skipif(tuple(int(p) for p in sklearn.__version__.split(".")[:2]) < (1, 8),
+                    reason="scikit-learn's own shuffle stratifies from 1.8 on")
+def test_group_folds_are_scikit_learns_shuffled_folds():
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    rng = np.random.default_rng(0)
+    labels, groups = rng.integers(0, 2, 200), rng.integers(0, 70, 200)
+    ours = group_kfold(labels, groups, n_splits=5, seed=3)
+    theirs = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=3).split(np.zeros(200), labels, groups)
+    for (train, test), (their_train, their_test) in zip(ours, theirs):
+        np.testing.assert_array_equal(test, np.sort(their_test))
 
 
 def test_check_disjoint_detects_a_leak():

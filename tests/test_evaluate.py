@@ -21,7 +21,7 @@ from busutils.evaluate import (
     binary_metrics,
     bootstrap_ci,
     classification_metrics,
-    evaluate_predictions,
+    metrics_with_ci,
     format_metric,
     metrics_table,
     multiclass_metrics,
@@ -267,7 +267,7 @@ def test_bootstrap_warns_that_one_positive_gives_no_real_interval():
         ci = bootstrap_ci(y, s, BINARY, n_boot=200)
     assert ci["auc"] == (1.0, 1.0)
     with pytest.warns(UnreliableIntervalWarning):
-        result = evaluate_predictions(y, s, BINARY, n_boot=200)
+        result = metrics_with_ci(y, s, BINARY, n_boot=200)
     assert result["bootstrap"]["reliable"] is False
     assert result["bootstrap"]["reason"].startswith("1 image of class 'malignant', where at least 10 of each class")
 
@@ -275,7 +275,7 @@ def test_bootstrap_warns_that_one_positive_gives_no_real_interval():
 def _no_unreliable_warning(y, s, **kwargs) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnreliableIntervalWarning)
-        return evaluate_predictions(y, s, BINARY, n_boot=50, **kwargs)
+        return metrics_with_ci(y, s, BINARY, n_boot=50, **kwargs)
 
 
 def test_reliability_threshold_counts_units_of_each_class():
@@ -296,7 +296,7 @@ def test_reliability_counts_groups_not_images():
     y, s, groups = np.repeat(y0, 10), np.repeat(s0, 10), np.repeat(np.arange(16), 10)
     assert _no_unreliable_warning(y, s)["bootstrap"]["reliable"] is True
     with pytest.warns(UnreliableIntervalWarning, match="^8 groups of class 'benign' and 8 groups of class 'malignant', where"):
-        result = evaluate_predictions(y, s, BINARY, n_boot=50, groups=groups)
+        result = metrics_with_ci(y, s, BINARY, n_boot=50, groups=groups)
     assert result["bootstrap"]["reliable"] is False and result["bootstrap"]["unit"] == "group"
 
 
@@ -310,12 +310,12 @@ def test_multiclass_bootstrap_keys():
         assert lo <= point[key] <= hi, key
 
 
-# -- evaluate_predictions and metrics_table ----------------------------------------------
+# -- metrics_with_ci and metrics_table ----------------------------------------------
 
 
 def test_evaluate_predictions_is_strict_json():
     y, s = make_binary(80)
-    result = evaluate_predictions(y, s.astype(np.float32), BINARY, n_boot=100)
+    result = metrics_with_ci(y, s.astype(np.float32), BINARY, n_boot=100)
     text = json.dumps(result, allow_nan=False)
     assert json.loads(text) == result
     assert set(result) >= {"metrics", "ci95", "roc"}
@@ -329,11 +329,11 @@ def test_evaluate_predictions_is_strict_json():
 
 def test_evaluate_predictions_degenerate_and_multiclass():
     with pytest.warns(UndefinedMetricWarning), pytest.warns(UnreliableIntervalWarning, match="0 images of class 'benign'"):
-        result = evaluate_predictions([1, 1, 1], [0.6, 0.7, 0.2], BINARY, n_boot=20)
+        result = metrics_with_ci([1, 1, 1], [0.6, 0.7, 0.2], BINARY, n_boot=20)
     json.dumps(result, allow_nan=False)
     assert result["metrics"]["auc"] is None and result["roc"] is None
     y, p = make_multiclass(60)
-    result = evaluate_predictions(y, p, THREE, n_boot=50, groups=np.arange(60) // 2)
+    result = metrics_with_ci(y, p, THREE, n_boot=50, groups=np.arange(60) // 2)
     json.dumps(result, allow_nan=False)
     assert result["roc"] is None and result["bootstrap"]["n_units"] == 30
 
@@ -357,7 +357,7 @@ def test_metrics_table_rows_and_formatting():
 
 def test_metrics_table_from_evaluate_predictions_and_paper_subset():
     y, s = make_binary(100)
-    result = json.loads(json.dumps(evaluate_predictions(y, s, BINARY, n_boot=100)))
+    result = json.loads(json.dumps(metrics_with_ci(y, s, BINARY, n_boot=100)))
     table = metrics_table({"run": result}, include_paper=["baseline"], digits=3)
     assert list(table.index) == ["run", "baseline (paper)"]
     assert table.loc["run", "sensitivity"].count(".") == 3  # "0.xxx [0.xxx, 0.xxx]"
@@ -368,7 +368,7 @@ def test_metrics_table_from_evaluate_predictions_and_paper_subset():
 
 def test_format_metric_says_why_the_auc_is_missing():
     with pytest.warns(UndefinedMetricWarning), pytest.warns(UnreliableIntervalWarning):  # malignant images only
-        result = json.loads(json.dumps(evaluate_predictions([1, 1, 1], [0.6, 0.7, 0.2], BINARY, n_boot=20)))
+        result = json.loads(json.dumps(metrics_with_ci([1, 1, 1], [0.6, 0.7, 0.2], BINARY, n_boot=20)))
     metrics = result["metrics"]
     assert metrics["auc"] is None
     assert format_metric(metrics, "auc") == "n/a (the AUC needs every class among the test images)"

@@ -94,11 +94,11 @@ def test_evaluate_on_a_folder_that_is_not_a_run(tmp_path, capsys):
 
 def test_train_and_evaluate_print_na_when_the_test_part_holds_one_class(tmp_path, capsys, monkeypatch):
     from busutils import runs
-    from busutils.evaluate import evaluate_predictions
+    from busutils.evaluate import metrics_with_ci
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # undefined AUC, unreliable interval: tested in test_evaluate
-        one_class = evaluate_predictions([1, 1, 1], [0.6, 0.7, 0.2], ["benign", "malignant"], n_boot=20)
+        one_class = metrics_with_ci([1, 1, 1], [0.6, 0.7, 0.2], ["benign", "malignant"], n_boot=20)
     data = {"source": "test", "test_part": "group-aware split"}
     monkeypatch.setattr(runs, "train_run", lambda **kwargs: {"test": one_class, "data": data, "weights": "random"})
     monkeypatch.setattr(runs, "evaluate_run", lambda run, **kwargs: {

@@ -128,7 +128,7 @@ def test_an_unknown_precision_in_the_environment_is_refused_by_name(monkeypatch)
 
 
 def test_results_record_the_precision_override(monkeypatch):
-    from busutils.results import environment_info
+    from busutils.records import environment_info
 
     monkeypatch.setenv("BUSUTILS_PRECISION", "mixed_bfloat16")
     assert environment_info()["precision_override"] == "mixed_bfloat16"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from busutils.compare import delong_test
+from busutils.paired_auc import delong_test
 from busutils.evaluate import bootstrap_ci
 from busutils.uncertainty import (
     auc_correlation,

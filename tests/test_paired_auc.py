@@ -1,4 +1,4 @@
-"""Tests for busutils.compare: DeLong's paired AUC test and the paired bootstrap."""
+"""Tests for busutils.paired_auc: DeLong's paired AUC test and the paired bootstrap."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from busutils.compare import delong_test, describe_difference, paired_bootstrap_auc
+from busutils.paired_auc import delong_test, describe_difference, paired_bootstrap_auc
 
 
 def brute_force_delong(y, a, b):

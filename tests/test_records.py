@@ -1,4 +1,4 @@
-"""Tests for busutils.results: atomic JSON, reading back, environment info, Timer."""
+"""Tests for busutils.records: atomic JSON, reading back, environment info, Timer."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import busutils
-from busutils import results
-from busutils.results import Timer, environment_info, read_json, to_jsonable, write_json_atomic
+from busutils import records
+from busutils.records import Timer, environment_info, read_json, to_jsonable, write_json_atomic
 
 
 def test_to_jsonable_converts_numpy_paths_and_nan():
@@ -57,7 +57,7 @@ def test_failure_after_temp_file_is_cleaned_up(tmp_path, monkeypatch):
         assert Path(src).exists() and Path(src).parent == tmp_path  # temp file in the same folder
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(results.os, "replace", broken_replace)
+    monkeypatch.setattr(records.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk on fire"):
         write_json_atomic(path, {"version": 2})
     assert read_json(path) == {"version": 1}
