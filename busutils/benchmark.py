@@ -717,8 +717,8 @@ def describe_precision_accuracy(report: Mapping) -> str:
             f"{diff['difference']:+.3f}, 95% interval [{low:+.3f}, {high:+.3f}] (bootstrap over "
             f"{diff['n_units']} {diff['unit']}s). ")
     if low <= 0 <= high:
-        text += (f"This test part cannot tell the two precisions apart: it rules out neither no difference nor "
-                 f"one as large as {max(abs(low), abs(high)):.3f} either way.")
+        text += (f"The interval holds zero: this test part cannot tell the two precisions apart, and it does not "
+                 f"rule out a difference anywhere from {low:+.3f} to {high:+.3f} either.")
     else:
         better = first if low > 0 else second
         text += (f"The interval excludes zero: on this test part {better} scored higher, by "
