@@ -104,7 +104,8 @@ def paper_runs(args: argparse.Namespace, results: dict, save) -> None:
                  f"{'after ' + PAPER_RUNS[after][0] + ' (warm cache)' if after else 'cold cache'} ...")
             run = benchmark.paper_run(name, verbose=0 if overrides else 2, cache=cache, **overrides)
             results[key] = {**run, "measured_utc": _now(), **({"after": PAPER_RUNS[after][0]} if after else {})}
-            _say(f"  {run['value']} s, AUC {run['auc']}, {run['cache']}, peak memory {run['peak_rss_mb']} MB")
+            _say(f"  {run['value']} s, AUC {run['auc']}, {run['cache']}, peak memory {run['peak_rss_mb']} MB, "
+                 f"load average {run['load_average']}")
             save()
 
 
@@ -148,7 +149,7 @@ def main() -> int:
         write_json_atomic(args.out, {**results, **floors(results)})
 
     if not args.paper_only:
-        results.update(micro_benchmarks(args), micro_measured_utc=_now())
+        results.update(micro_benchmarks(args), micro_measured_utc=_now(), micro_load_average=benchmark.load_average())
         save()
         if not args.no_accuracy:
             results.update(precision_check(args))

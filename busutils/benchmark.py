@@ -49,6 +49,7 @@ __all__ = [
     "forward_multiply_adds",
     "fresh_activation_cache",
     "interleaved",
+    "load_average",
     "machine",
     "matmul_task",
     "measure_here",
@@ -100,6 +101,15 @@ def machine() -> dict:
         "keras_backend": keras.backend.backend(),
         **versions,
     }
+
+
+def load_average() -> list[float] | None:
+    """The machine's load average over the last 1, 5 and 15 minutes (``None`` where the system
+    has none): how much other work shared the processor while a benchmark ran."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def interleaved(tasks: Mapping[str, Callable[[], object]], *, repeats: int = 3) -> dict[str, list[float]]:
@@ -194,7 +204,7 @@ def _gflops(size: int, seconds: Sequence[float]) -> dict:
     """Median seconds of the rounds and GFLOPS at that median, for a ``size`` matrix product."""
     median = float(np.median(seconds))
     return {"seconds": [round(s, 4) for s in seconds], "median_s": round(median, 4),
-            "gflops": round(FLOPS_PER_MULTIPLY_ADD * size ** 3 / median / 1e9, 1)}
+            "gflops": float(f"{FLOPS_PER_MULTIPLY_ADD * size ** 3 / median / 1e9:.4g}")}  # 4 significant digits
 
 
 def feature_extraction_speed(
@@ -263,7 +273,7 @@ def peak_reports(features: Mapping) -> dict[str, dict]:
         if dtype in peaks:
             rate = features["runs"][label]["images_per_s"]
             gflops = FLOPS_PER_MULTIPLY_ADD * macs * rate / 1e9
-            fractions[label] = {"fraction": round(gflops / peaks[dtype], 4), "gflops": round(gflops, 1),
+            fractions[label] = {"fraction": round(gflops / peaks[dtype], 4), "gflops": float(f"{gflops:.4g}"),
                                 "images_per_s": rate, "peak_dtype": dtype, "peak_gflops": peaks[dtype]}
     auto_label = next(iter(features["policies"]))
     method = (f"the same {features['method']} as VGG16's feature extraction; a product of two "
@@ -563,7 +573,7 @@ def floor_report(run: Mapping, peak: Mapping) -> dict:
     if floor is None:
         missing = sorted(dtype for dtype in work if dtype not in peaks)
         return {"value": None, "reason": f"no matrix-product peak measured for {', '.join(missing) or 'any type'}"}
-    return {"value": round(floor, 1), "ratio": round(run["value"] / floor, 2), "run_s": run["value"],
+    return {"value": round(floor, 1), "ratio": round(run["value"] / floor, 3), "run_s": run["value"],
             "multiply_adds": work, "peak_gflops": {dtype: peaks[dtype] for dtype in work},
             "method": "the run's multiply-adds (vgg16_run_multiply_adds) x 2 / the peak of the number type "
                       "each layer computes in"}
@@ -612,7 +622,7 @@ def paper_run(name: str, *, data_dir: str | None = None, weights: str | None = N
             "profile": "paper" if not overrides else f"paper with {overrides}", "overrides": overrides,
             "cache": ("warm: the activation cache held an earlier run's activations of the same frozen layers"
                       if warm else "cold: an empty activation cache at the start of the run"),
-            "multiply_adds": work, "peak_rss_mb": memory.mb}
+            "multiply_adds": work, "peak_rss_mb": memory.mb, "load_average": load_average()}
 
 
 def paper_gpu_times() -> dict:

@@ -161,7 +161,7 @@ def test_bench_script_writes_every_key_and_keeps_earlier_paper_runs(tmp_path):
     env.pop("BUSI_DIR", None)
     env.pop("VGG16_WEIGHTS", None)
     small = ["--image-size", "32", "--batch-size", "4", "--pipeline-images", "8", "--feature-images", "4",
-             "--epoch-images", "8", "--matmul-size", "32", "--repeats", "1"]
+             "--epoch-images", "8", "--matmul-size", "128", "--repeats", "1"]
     script = [sys.executable, str(ROOT / "benchmarks" / "run_benchmarks.py"), "--out", str(out)]
     subprocess.run(script + small + ["--paper-tiny"], check=True, env=env, capture_output=True)
     results = json.loads(out.read_text())
@@ -177,6 +177,7 @@ def test_bench_script_writes_every_key_and_keeps_earlier_paper_runs(tmp_path):
         assert run["is_phantom"] and run["weights"].startswith("random") and run["overrides"]
         assert run["value"] == pytest.approx(run["seconds"]["train"] + run["seconds"]["evaluate"], abs=0.2)
         assert run["auc"] is None or 0 <= run["auc"] <= 1
+        assert len(run["load_average"]) == 3 and run["peak_rss_mb"] > 0
         floor = results[key.replace("_s", "_floor_s")]
         assert floor["value"] > 0 and floor["ratio"] == pytest.approx(run["value"] / floor["value"], rel=0.05)
     assert results["paper_finetune_s"]["cache"].startswith("cold")
@@ -302,6 +303,14 @@ def test_peak_memory_is_the_peak_within_the_block_not_before():
         assert busy.mb is None
     else:
         assert 100 <= busy.mb - quiet.mb <= 160
+
+
+def test_load_average_is_three_figures_where_the_system_has_one():
+    found = benchmark.load_average()
+    if hasattr(os, "getloadavg"):
+        assert len(found) == 3 and all(value >= 0 for value in found)
+    else:
+        assert found is None
 
 
 def test_shown_path_never_shows_where_the_machine_keeps_a_file(tmp_path):

@@ -96,7 +96,7 @@ def test_performance_page_shows_the_results_of_make_bench(book, monkeypatch, tmp
 
     results = tmp_path / "results.json"
     small = ["--image-size", "32", "--batch-size", "4", "--pipeline-images", "8", "--feature-images", "4",
-             "--epoch-images", "8", "--matmul-size", "32", "--repeats", "1", "--paper-tiny"]
+             "--epoch-images", "8", "--matmul-size", "128", "--repeats", "1", "--paper-tiny"]
     env = {key: value for key, value in os.environ.items() if key not in ("BUSI_DIR", "VGG16_WEIGHTS")}
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_benchmarks.py"), "--out", str(results),
                     *small], check=True, capture_output=True, env={**env, "BUSUTILS_CACHE": str(tmp_path)})
@@ -108,9 +108,11 @@ def test_performance_page_shows_the_results_of_make_bench(book, monkeypatch, tmp
     assert "not timed" in text  # the paper's baseline time has no counterpart here
     assert "times the paper's time on its GPU" in text and "Training took" in text
     assert "of the bfloat16 peak" in text or choose_precision("auto") != "mixed_bfloat16"
-    assert "The product of two 32 x 32 matrices ran at" in text
+    assert "The product of two 128 x 128 matrices ran at" in text
     assert "vgg16-finetune, warm cache:" in text and "warm: the activation cache held" in text
     assert text.count("times its floor") == 3 and "Peak memory of the process during the run" in text
+    assert "Load average over the last 1, 5 and 15 minutes" in text
+    assert text.count("Load average at its end (1, 5, 15 minutes)") == 3
     assert "XLA ran the cached epoch" in text
     assert "Not measured: BUSI_DIR is not set and VGG16_WEIGHTS is not set" in text
     # feature extraction, the peak, fine-tuning epochs, paper runs beside the GPU and their floors
