@@ -62,6 +62,7 @@ __all__ = [
     "pipeline_speed",
     "precision_accuracy",
     "shown_path",
+    "shown_source",
     "training_multiply_adds",
     "vgg16_run_multiply_adds",
     "xla_verdict",
@@ -592,7 +593,7 @@ def paper_run(name: str, *, data_dir: str | None = None, weights: str | None = N
     ``multiply_adds`` the run's arithmetic (:func:`vgg16_run_multiply_adds`); ``peak_rss_mb``
     the process's peak memory during the run (:class:`peak_memory`).
     """
-    from .data import load_dataset
+    from .data import load_dataset, source_name
     from .experiment import run_experiment
     from .profiles import get_profile
 
@@ -617,7 +618,7 @@ def paper_run(name: str, *, data_dir: str | None = None, weights: str | None = N
             "seconds": {key: round(value, 1) for key, value in timings.items()},
             "auc": test["metrics"].get("auc"), "auc_ci95": test["ci95"].get("auc"),
             "n_test": test["metrics"]["n"], "n_train": len(seen["train"]["ids"]),
-            "data": dataset.source, "is_phantom": dataset.is_phantom, "weights": results["weights"],
+            "data": source_name(dataset), "is_phantom": dataset.is_phantom, "weights": results["weights"],
             "precision": trained.settings.get("precision"), "used": trained.settings,
             "profile": "paper" if not overrides else f"paper with {overrides}", "overrides": overrides,
             "cache": ("warm: the activation cache held an earlier run's activations of the same frozen layers"
@@ -657,7 +658,7 @@ def precision_accuracy(
     groups; ``value`` is its point estimate.
     """
     from .compare import paired_bootstrap_auc
-    from .data import load_dataset
+    from .data import load_dataset, source_name
     from .experiment import run_experiment
     from .profiles import get_profile
 
@@ -696,7 +697,7 @@ def precision_accuracy(
     first, second = (tests[p] for p in precisions)
     same = first["ids"] == second["ids"] and first["labels"] == second["labels"]
     out = {"precisions": list(precisions), "runs": runs, "same_test_part": same, "profile": profile,
-           "seed": seed, "overrides": overrides, "data": dataset.source, "is_phantom": dataset.is_phantom,
+           "seed": seed, "overrides": overrides, "data": source_name(dataset), "is_phantom": dataset.is_phantom,
            "model": "vgg16-finetune"}
     if not same:
         return {**out, "value": None, "reason": "the two runs scored different test images: no paired comparison"}
@@ -734,6 +735,13 @@ def describe_precision_accuracy(report: Mapping) -> str:
         text += (f"The interval excludes zero: on this test part {better} scored higher, by "
                  f"{min(abs(low), abs(high)):.3f} to {max(abs(low), abs(high)):.3f}.")
     return text
+
+
+def shown_source(source: str) -> str:
+    """Where a run's data came from, as a page may show it: an absolute path (older results files
+    recorded the folder itself) by its last component; anything else as it is (the description
+    of :func:`busutils.data.source_name`)."""
+    return Path(source).name if Path(source).is_absolute() else source
 
 
 def shown_path(path: str | os.PathLike) -> str:

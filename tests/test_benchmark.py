@@ -305,6 +305,13 @@ def test_peak_memory_is_the_peak_within_the_block_not_before():
         assert 100 <= busy.mb - quiet.mb <= 160
 
 
+def test_shown_source_keeps_descriptions_and_drops_the_machines_folders():
+    assert benchmark.shown_source("/home/someone/data/busi") == "busi"
+    text = "BUSI (class folders), read from the folder $BUSI_DIR ('busi')"
+    assert benchmark.shown_source(text) == text
+    assert benchmark.shown_source("synthetic phantom (n=80, difficulty=0.5, seed=0)").startswith("synthetic")
+
+
 def test_load_average_is_three_figures_where_the_system_has_one():
     found = benchmark.load_average()
     if hasattr(os, "getloadavg"):
