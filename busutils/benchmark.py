@@ -484,29 +484,35 @@ def fresh_activation_cache() -> contextlib.AbstractContextManager[Path]:
 
 
 class peak_memory:
-    """The peak resident memory of this process within a ``with`` block, in megabytes (``mb``).
+    """The peak resident memory of this process within a ``with`` block (``mb``, megabytes), and
+    what it held when the block began (``start_mb``).
 
     Linux resets the process's high-water mark on request (``/proc/self/clear_refs``) and
-    reports it (``VmHWM``); elsewhere, or where the reset is refused, ``mb`` stays ``None``.
+    reports it (``VmHWM``); elsewhere, or where the reset is refused, both stay ``None``.
     """
 
     def __init__(self):
         self.mb: float | None = None
-        self._reset = False
+        self.start_mb: float | None = None
+
+    @staticmethod
+    def _status(field: str) -> float | None:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return None
 
     def __enter__(self) -> "peak_memory":
         try:
             Path("/proc/self/clear_refs").write_text("5")
-            self._reset = True
+            self.start_mb = self._status("VmRSS")
         except OSError:
-            self._reset = False
+            pass
         return self
 
     def __exit__(self, *exc) -> bool:
-        if self._reset:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    self.mb = round(int(line.split()[1]) / 1024, 1)
+        if self.start_mb is not None:
+            self.mb = self._status("VmHWM")
         return False
 
 
@@ -594,7 +600,8 @@ def paper_run(name: str, *, data_dir: str | None = None, weights: str | None = N
     goes to Keras (2: a line per epoch).
     ``value`` is the seconds of training and testing, the span the paper's times cover;
     ``multiply_adds`` the run's arithmetic (:func:`vgg16_run_multiply_adds`); ``peak_rss_mb``
-    the process's peak memory during the run (:class:`peak_memory`).
+    the process's peak memory during the run, ``start_rss_mb`` what it held at the start
+    (:class:`peak_memory`).
     """
     from .data import load_dataset, source_name
     from .experiment import run_experiment
@@ -626,7 +633,8 @@ def paper_run(name: str, *, data_dir: str | None = None, weights: str | None = N
             "profile": "paper" if not overrides else f"paper with {overrides}", "overrides": overrides,
             "cache": ("warm: the activation cache held an earlier run's activations of the same frozen layers"
                       if warm else "cold: an empty activation cache at the start of the run"),
-            "multiply_adds": work, "peak_rss_mb": memory.mb, "load_average": load_average()}
+            "multiply_adds": work, "peak_rss_mb": memory.mb, "start_rss_mb": memory.start_mb,
+            "load_average": load_average()}
 
 
 def paper_gpu_times() -> dict:

@@ -300,9 +300,10 @@ def test_peak_memory_is_the_peak_within_the_block_not_before():
         block = np.ones(128 * 2 ** 20 // 8)  # 128 MB, every page touched
         del block
     if quiet.mb is None:  # not Linux, or the reset was refused: no figure rather than a wrong one
-        assert busy.mb is None
+        assert busy.mb is None and busy.start_mb is None
     else:
         assert 100 <= busy.mb - quiet.mb <= 160
+        assert busy.start_mb <= quiet.mb + 10 and busy.mb - busy.start_mb >= 100
 
 
 def test_shown_source_keeps_descriptions_and_drops_the_machines_folders():
