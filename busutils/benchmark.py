@@ -630,6 +630,7 @@ def paper_run(name: str, *, data_dir: str | None = None, weights: str | None = N
             "n_test": test["metrics"]["n"], "n_train": len(seen["train"]["ids"]),
             "data": source_name(dataset), "is_phantom": dataset.is_phantom, "weights": results["weights"],
             "precision": trained.settings.get("precision"), "used": trained.settings,
+            "best_epochs": {stage: record["best_epoch"] for stage, record in stages.items()},
             "profile": "paper" if not overrides else f"paper with {overrides}", "overrides": overrides,
             "cache": ("warm: the activation cache held an earlier run's activations of the same frozen layers"
                       if warm else "cold: an empty activation cache at the start of the run"),

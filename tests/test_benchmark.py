@@ -178,6 +178,7 @@ def test_bench_script_writes_every_key_and_keeps_earlier_paper_runs(tmp_path):
         assert run["value"] == pytest.approx(run["seconds"]["train"] + run["seconds"]["evaluate"], abs=0.2)
         assert run["auc"] is None or 0 <= run["auc"] <= 1
         assert len(run["load_average"]) == 3 and run["peak_rss_mb"] > 0
+        assert set(run["best_epochs"]) == ({"head"} if key == "paper_transfer_s" else {"head", "finetune"})
         floor = results[key.replace("_s", "_floor_s")]
         assert floor["value"] > 0 and floor["ratio"] == pytest.approx(run["value"] / floor["value"], rel=0.05)
     assert results["paper_finetune_s"]["cache"].startswith("cold")
