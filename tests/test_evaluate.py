@@ -313,7 +313,7 @@ def test_multiclass_bootstrap_keys():
 # -- metrics_with_ci and metrics_table ----------------------------------------------
 
 
-def test_evaluate_predictions_is_strict_json():
+def test_metrics_with_ci_is_strict_json():
     y, s = make_binary(80)
     result = metrics_with_ci(y, s.astype(np.float32), BINARY, n_boot=100)
     text = json.dumps(result, allow_nan=False)
@@ -327,7 +327,7 @@ def test_evaluate_predictions_is_strict_json():
     assert result["bootstrap"]["unit"] == "image"
 
 
-def test_evaluate_predictions_degenerate_and_multiclass():
+def test_metrics_with_ci_degenerate_and_multiclass():
     with pytest.warns(UndefinedMetricWarning), pytest.warns(UnreliableIntervalWarning, match="0 images of class 'benign'"):
         result = metrics_with_ci([1, 1, 1], [0.6, 0.7, 0.2], BINARY, n_boot=20)
     json.dumps(result, allow_nan=False)
@@ -355,7 +355,7 @@ def test_metrics_table_rows_and_formatting():
     assert table.loc["baseline (paper)", "accuracy"] == "0.79"
 
 
-def test_metrics_table_from_evaluate_predictions_and_paper_subset():
+def test_metrics_table_from_metrics_with_ci_and_paper_subset():
     y, s = make_binary(100)
     result = json.loads(json.dumps(metrics_with_ci(y, s, BINARY, n_boot=100)))
     table = metrics_table({"run": result}, include_paper=["baseline"], digits=3)

@@ -124,7 +124,11 @@ def test_performance_page_measures_what_it_can_without_make_bench(book, monkeypa
     assert "precision chosen" in text and "float32" in text
     assert "No paper-profile run has been timed" in text
     assert "as many images a second as float32 here" in text  # the check of the precision choice
-    assert _figures(notebook) == 2  # feature extraction and fine-tuning epochs; no paper-run figure
+    assert "The product of two 1024 x 1024 matrices ran at" in text and "of the float32 peak" in text
+    assert "XLA ran the cached epoch" in text
+    assert "Not measured: only `make bench` runs this check" in text  # the accuracy of bfloat16
+    # feature extraction, the peak and fine-tuning epochs; no paper-run or accuracy figure
+    assert _figures(notebook) == 3
 
 
 @pytest.mark.slow
@@ -132,19 +136,31 @@ def test_performance_page_shows_the_results_of_make_bench(book, monkeypatch, tmp
     import subprocess
     import sys
 
+    from busutils.precision import choose_precision
+
     results = tmp_path / "results.json"
     small = ["--image-size", "32", "--batch-size", "4", "--pipeline-images", "8", "--feature-images", "4",
-             "--epoch-images", "8", "--repeats", "1", "--paper-tiny"]
+             "--epoch-images", "8", "--matmul-size", "128", "--repeats", "1", "--paper-tiny"]
     env = {key: value for key, value in os.environ.items() if key not in ("BUSI_DIR", "VGG16_WEIGHTS")}
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_benchmarks.py"), "--out", str(results),
                     *small], check=True, capture_output=True, env={**env, "BUSUTILS_CACHE": str(tmp_path)})
     notebook = _run(book, "appendix_performance", monkeypatch, results_file=str(results))
     text = _outputs(notebook)
-    assert f"read from {results}" in text and "No results of" not in text
+    assert "read from results.json" in text and "No results of" not in text
+    assert str(tmp_path) not in text and str(ROOT) not in text  # no path of the machine
     assert "NVIDIA GeForce GTX 1050" in text and "the synthetic PHANTOM" in text
     assert "not timed" in text  # the paper's baseline time has no counterpart here
     assert "times the paper's time on its GPU" in text and "Training took" in text
-    assert _figures(notebook) == 3
+    assert "of the bfloat16 peak" in text or choose_precision("auto") != "mixed_bfloat16"
+    assert "The product of two 128 x 128 matrices ran at" in text
+    assert "vgg16-finetune, warm cache:" in text and "warm: the activation cache held" in text
+    assert text.count("times its floor") == 3 and text.count("GB when it began)") == 3
+    assert "Load average over the last 1, 5 and 15 minutes" in text
+    assert text.count("Load average at its end (1, 5, 15 minutes)") == 3
+    assert "XLA ran the cached epoch" in text
+    assert "Not measured: BUSI_DIR is not set and VGG16_WEIGHTS is not set" in text
+    # feature extraction, the peak, fine-tuning epochs, paper runs beside the GPU and their floors
+    assert _figures(notebook) == 5
 
 
 @pytest.mark.slow
