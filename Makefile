@@ -38,11 +38,16 @@ exercises: $(STAMP)
 sync: $(STAMP)
 	$(PY) scripts/sync_notebooks.py
 
+# The test files run in TEST_WORKERS processes (pytest-xdist), each file whole in one of them, so that
+# a file's shared fixtures are made once; TEST_WORKERS=0 runs them in this process, one after another.
+TEST_WORKERS ?= 2
+TEST_ARGS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(TEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" $(TEST_ARGS)
 
 # Timings on this machine, into _build/bench/results.json (the book's Performance appendix shows them).
 # The paper-profile runs take long on a CPU: BENCH_PAPER=0 skips them (keeping earlier ones).

@@ -88,7 +88,9 @@ def colab(monkeypatch, tmp_path):
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     monkeypatch.setattr(subprocess, "Popen", pip)
-    monkeypatch.delenv("BUSI_DIR", raising=False)
+    # set, then deleted: monkeypatch records it only so, and removes at teardown what the cell sets
+    monkeypatch.setenv("BUSI_DIR", "")
+    monkeypatch.delenv("BUSI_DIR")
     from busutils import download
 
     fetched = []
