@@ -16,13 +16,14 @@ from busutils.experiment import run_experiment
 from busutils.phantom import write_busi_layout
 from busutils.profiles import get_profile
 
-# The quick baseline, seed 0, on 400 phantom images (difficulty 0.5): test AUC 0.833 (95% CI
-# 0.756-0.896) when the test part was a third of the images; 0.755 since it is exactly 30% (a
-# different, smaller test part) and augmentation draws its randomness for one channel instead of
-# three -- a change within the noise of one split of 400 images, not a regression.  A regression
-# in the data, the phantom, augmentation or training (a model at chance) falls below this guard,
-# and the interval must exclude chance.
-GUARD_AUC = 0.70
+# The baseline of the quick profile, at 64 px on 200 phantom images for 25 epochs at most (about
+# 25 s; the quick profile's own 128 px and 400 images took 234 s in CI for the same check), seed 0:
+# test AUC 0.746 (95% CI 0.60-0.88) in float32 and 0.818 (0.70-0.92) in mixed_bfloat16 here.  A
+# regression in the data, the phantom, augmentation or training (a model at chance) falls below
+# this guard, and the interval must exclude chance.  The numbers of the quick profile itself are
+# the book's (chapter 02 on BUSI), not a test's.
+GUARD_AUC = 0.65
+GUARD_SETTINGS = dict(image_size=64, phantom_n=200, baseline_epochs=25, patience=8)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,7 @@ def test_train_and_evaluate_print_na_when_the_test_part_holds_one_class(tmp_path
 
 @pytest.mark.slow
 def test_quick_baseline_results_guard():
-    settings = get_profile("quick")
+    settings = get_profile("quick", **GUARD_SETTINGS)
     dataset = phantom_dataset(settings.phantom_n, image_size=settings.image_size, seed=0)
     _, results = run_experiment("baseline", dataset, settings, seed=0, verbose=0)
     auc = results["test"]["metrics"]["auc"]

@@ -107,3 +107,17 @@ def test_cross_validation_gives_finite_fold_metrics(precision, data, tmp_path, m
     for name in MODELS:
         for fold in result["models"][name]["per_fold"]:
             assert np.isfinite(fold["auc"]), f"{name} in {precision}: fold {fold['fold']}"
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_three_classes_train_in_each_precision(precision, tmp_path, monkeypatch):
+    """Exercise 04's path: a softmax over three classes, fine-tuned on cached activations."""
+    monkeypatch.setenv("BUSUTILS_CACHE", str(tmp_path))
+    data = phantom_dataset(72, task="three-class", image_size=32, seed=12)
+    split = split_dataset(data, seed=0)
+    run = train_model("vgg16-finetune", split, smoke(precision), verbose=0)
+    assert run.settings["precision"] == precision and not run.diverged
+    scores = run.predict(split.test.images)
+    assert scores.shape == (len(split.test), 3) and np.isfinite(scores).all()
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-3)
+    assert set(np.argmax(scores, axis=1)) <= {0, 1, 2}
