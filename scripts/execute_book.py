@@ -131,6 +131,16 @@ def machine_paths(notebook: nbformat.NotebookNode, folders: list[Path]) -> list[
     return found
 
 
+def data_folders() -> list[Path]:
+    """The folders of the data and weights this build reads (``$BUSI_DIR``, ``$VGG16_WEIGHTS``'s)."""
+    folders = []
+    if os.environ.get("BUSI_DIR"):
+        folders.append(Path(os.environ["BUSI_DIR"]).expanduser())
+    if os.environ.get("VGG16_WEIGHTS"):
+        folders.append(Path(os.environ["VGG16_WEIGHTS"]).expanduser().parent)
+    return folders
+
+
 def finish_notebook(path: Path, machine: dict, profile: str, *, folders: list[Path] | None = None) -> float:
     """Tidy an executed notebook for readers and note its run time in it; return the seconds.
 
@@ -213,7 +223,7 @@ def execute_book(root: Path, out: Path, profile: str, *, only: list[str] | None 
         except TimeoutError as error:
             raise TimeoutError(f"{name}: a cell ran longer than {timeout} s, the limit for profile {profile!r} "
                                f"(--timeout changes it); the partly executed notebook is {path}") from error
-        seconds = finish_notebook(path, machine, profile, folders=[out, root, Path.home()])
+        seconds = finish_notebook(path, machine, profile, folders=[out, root, Path.home(), *data_folders()])
         times["notebooks"][name] = {"seconds": round(seconds, 1)}
         (out / RUN_TIMES).write_text(json.dumps(times, indent=2) + "\n")
         print(f"  {name}: {format_duration(seconds)}", flush=True)

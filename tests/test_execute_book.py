@@ -206,3 +206,16 @@ def test_every_bibliography_entry_is_cited_and_every_citation_exists():
     assert keys, "no entries read from references.bib"
     assert sorted(keys - cited) == [], "entries never cited (the bibliography would drop them)"
     assert sorted(cited - keys) == [], "citations with no entry in references.bib"
+
+
+def test_the_data_and_weights_folders_count_as_this_machines_paths(monkeypatch, tmp_path):
+    busi, weights = tmp_path / "shared" / "busi", tmp_path / "weights" / "vgg16.h5"
+    monkeypatch.setenv("BUSI_DIR", str(busi))
+    monkeypatch.setenv("VGG16_WEIGHTS", str(weights))
+    assert execute_book.data_folders() == [busi, weights.parent]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text=f"data: {busi}, 519 images\n")])])
+    assert execute_book.machine_paths(notebook, execute_book.data_folders()) == ["cell 0"]
+    monkeypatch.delenv("BUSI_DIR")
+    monkeypatch.delenv("VGG16_WEIGHTS")
+    assert execute_book.data_folders() == []
