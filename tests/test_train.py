@@ -43,7 +43,8 @@ def test_the_paper_profile_follows_the_paper_where_it_is_explicit():
         get_profile("quick", epoch=3)
 
 
-def test_epochs_caps_every_training_stage():
+def test_epochs_caps_every_training_stage(monkeypatch):
+    monkeypatch.delenv("BUSUTILS_PRECISION", raising=False)  # an override would differ from the profile
     capped = get_profile("quick", epochs=2)
     assert (capped.baseline_epochs, capped.head_epochs, capped.finetune_epochs) == (2, 2, 2)
     assert get_profile("quick", epochs=None) == PROFILES["quick"]
