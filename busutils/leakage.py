@@ -122,6 +122,23 @@ def augmented_features(
     return flat.reshape(n, k, flat.shape[1])
 
 
+def _experiment_inputs(features: Any, labels: Any, groups: Any, classifier: Any):
+    """Validated inputs of an experiment on a (n_images, n_copies, d) feature grid: the flattened
+    features and labels (one row per copy), the labels per image, and the number of copies."""
+    feats = np.asarray(features, dtype=np.float64)
+    if feats.ndim != 3:
+        raise ValueError(f"features must have shape (n_images, n_copies, d), got {feats.shape}")
+    n_images, n_copies, d = feats.shape
+    y_image = _check_labels(labels, 2)
+    if len(y_image) != n_images:
+        raise ValueError(f"labels has {len(y_image)} entries for {n_images} images in features")
+    if groups is not None and np.shape(groups) != (n_images,):
+        raise ValueError(f"groups must have one entry per image ({n_images}), got shape {np.shape(groups)}")
+    if not hasattr(classifier, "fit"):
+        raise TypeError(f"classifier must be a scikit-learn-style estimator with fit(), got {classifier!r}")
+    return feats.reshape(-1, d), np.repeat(y_image, n_copies), y_image, n_copies
+
+
 def leakage_experiment(
     features: Any,
     labels: Any,
@@ -141,22 +158,11 @@ def leakage_experiment(
     ``accuracy``, ``n_train``, ``n_test`` and ``leaked`` (test items with a copy of their
     image in training).
     """
-    feats = np.asarray(features, dtype=np.float64)
-    if feats.ndim != 3:
-        raise ValueError(f"features must have shape (n_images, n_copies, d), got {feats.shape}")
-    n_images, n_copies, d = feats.shape
-    y_image = _check_labels(labels, 2)
-    if len(y_image) != n_images:
-        raise ValueError(f"labels has {len(y_image)} entries for {n_images} images in features")
-    if groups is not None and np.shape(groups) != (n_images,):
-        raise ValueError(f"groups must have one entry per image ({n_images}), got shape {np.shape(groups)}")
-    if not hasattr(classifier, "fit"):
-        raise TypeError(f"classifier must be a scikit-learn-style estimator with fit(), got {classifier!r}")
-    x, y = feats.reshape(-1, d), np.repeat(y_image, n_copies)
+    x, y, y_image, n_copies = _experiment_inputs(features, labels, groups, classifier)
     rows = []
     for seed in seeds:
         splits = {
-            "paper": paper_protocol_split(n_images, n_copies, test_size=test_size, seed=seed),
+            "paper": paper_protocol_split(len(y_image), n_copies, test_size=test_size, seed=seed),
             "honest": honest_split(y_image, groups, n_copies, test_size=test_size, seed=seed),
         }
         for protocol, (train, test) in splits.items():
@@ -245,18 +251,7 @@ def design_experiment(
     images).  The four cells of a seed share the seed's image split where they can (the two
     "by group" cells, and the two "by image" cells), so their differences are paired.
     """
-    feats = np.asarray(features, dtype=np.float64)
-    if feats.ndim != 3:
-        raise ValueError(f"features must have shape (n_images, n_copies, d), got {feats.shape}")
-    n_images, n_copies, d = feats.shape
-    y_image = _check_labels(labels, 2)
-    if len(y_image) != n_images:
-        raise ValueError(f"labels has {len(y_image)} entries for {n_images} images in features")
-    if groups is not None and np.shape(groups) != (n_images,):
-        raise ValueError(f"groups must have one entry per image ({n_images}), got shape {np.shape(groups)}")
-    if not hasattr(classifier, "fit"):
-        raise TypeError(f"classifier must be a scikit-learn-style estimator with fit(), got {classifier!r}")
-    x, y = feats.reshape(-1, d), np.repeat(y_image, n_copies)
+    x, y, y_image, n_copies = _experiment_inputs(features, labels, groups, classifier)
     rows = []
     for seed in seeds:
         for augment in AUGMENT:
