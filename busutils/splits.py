@@ -181,8 +181,8 @@ def new_images_split(
     when their perceptual hashes are near-duplicates (at most ``max_distance`` bits apart).
     Images of one ``groups`` entry (e.g. ``Dataset.groups``: near-duplicates and one patient's
     images) count as alike too.  Images joined by a chain of alike pairs form a cluster; the
-    test part is made of whole clusters other than the largest, so that no test image is alike any image of the rest.  The
-    threshold is the lowest (the strictest: the test images as unlike the rest as possible) at
+    test part is made of whole clusters other than the largest, so that no test image is alike
+    any image of the rest.  The threshold is the lowest (the strictest: the test images as unlike the rest as possible) at
     which such clusters hold ``test_size`` of every class, to 2% (at least one image);
     ``seed`` draws which of the clusters at that threshold fill each class's share.  The threshold is not allowed above ``max_similarity``, by default the median, over
     all images, of the correlation with their nearest neighbour: every test image is then less
@@ -207,9 +207,7 @@ def new_images_split(
     correlations = pixel_correlations(images)
     near = hamming_distances(hashes) <= max_distance
     if groups is not None:
-        groups = np.asarray(groups)
-        if groups.shape != labels.shape:
-            raise ValueError(f"groups has shape {groups.shape}, labels {labels.shape}: they must match")
+        _, groups = _check(labels, groups)
         near |= groups[:, None] == groups[None, :]
     np.fill_diagonal(correlations, -1.0)
     nearest = correlations.max(axis=1)
