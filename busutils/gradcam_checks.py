@@ -5,6 +5,8 @@
   maps than the trained model; a map that survives the randomisation shows the image or the
   architecture, not what the model learnt.  :func:`rank_correlation` measures how alike two
   maps are.
+* :func:`heat_in_lesions`: the share of each model's heat inside lesion outlines, with trained
+  and with random weights, beside the share of the image the lesions cover.
 * :func:`path_ablation`: a classifier that reads pooled features of several VGG16 blocks (the
   quick profile's head reads blocks 4 and 5) has paths that skip the layer Grad-CAM looks at;
   replacing one block's features by their mean shows how much the score leans on each path.
@@ -15,13 +17,15 @@ inside a lesion mask from :func:`busutils.gradcam.mass_on_mask`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 import numpy as np
+import pandas as pd
 from scipy.stats import spearmanr
 
+from .gradcam import grad_cam, mass_on_mask
 from .models import chain
 from .train import extract_features
 
@@ -165,3 +169,27 @@ def path_ablation(model: keras.Model, reference_images: np.ndarray, images: np.n
         ablated[:, columns] = reference[:, columns].mean(axis=0)
         scores[f"without {block}"] = score(ablated)
     return scores
+
+
+def heat_in_lesions(models: Mapping[str, keras.Model], images: np.ndarray, scores: Mapping[str, Any],
+                    lesions: np.ndarray, *, seed: int = 0) -> pd.DataFrame:
+    """How much of each model's Grad-CAM heat falls inside the lesions, trained against random weights.
+
+    ``images`` are model inputs, ``scores[name]`` each model's malignancy scores for them (the
+    class explained is the one predicted at 0.5), ``lesions`` boolean outlines of their shape.
+    A map spread evenly puts the lesion's share of the image inside by chance, so the table
+    gives that share and the ratio; a randomised copy (:func:`randomized_copy`) that scores as
+    high shows the architecture, not the training.  Rows: (model, weights).
+    """
+    lesions = np.asarray(lesions)
+    rows = []
+    for name, model in models.items():
+        explained = np.asarray(scores[name]) >= 0.5
+        for weights, net in (("trained", model), ("random", randomized_copy(model, seed=seed))):
+            maps = grad_cam(net, images, class_index=explained)
+            rows.append({"model": name, "weights": weights,
+                         "heat inside the lesion": np.nanmean(mass_on_mask(maps, lesions)),
+                         "lesion's share of the image": lesions.mean()})
+    heat = pd.DataFrame(rows).set_index(["model", "weights"])
+    heat["ratio"] = heat["heat inside the lesion"] / heat["lesion's share of the image"]
+    return heat

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from busutils.gradcam import grad_cam
-from busutils.gradcam_checks import (cascade_stages, path_ablation, randomized_copy, rank_correlation,
-                                     weighted_layers)
+from busutils.gradcam_checks import (cascade_stages, heat_in_lesions, path_ablation, randomized_copy,
+                                     rank_correlation, weighted_layers)
 from busutils.models import baseline_cnn, chain, vgg16_transfer
 from busutils.train import extract_features, to_model_input
 
@@ -101,3 +101,20 @@ def test_a_head_that_ignores_block4_loses_nothing_without_it():
     baseline, _ = baseline_cnn((32, 32, 3), seed=0)
     with pytest.raises(ValueError, match="pooled VGG16 features"):
         path_ablation(baseline, reference, test)
+
+
+def test_heat_in_lesions_sets_trained_against_random_maps_and_the_lesions_share():
+    from busutils.gradcam import mass_on_mask
+
+    model, _ = baseline_cnn((32, 32, 3), seed=0)
+    x = to_model_input(images(4))
+    lesions = np.zeros((4, 32, 32), bool)
+    lesions[:, 8:16, 8:24] = True  # an eighth of each image
+    scores = np.array([0.9, 0.2, 0.7, 0.4])
+    heat = heat_in_lesions({"cnn": model}, x, {"cnn": scores}, lesions, seed=3)
+    assert list(heat.index) == [("cnn", "trained"), ("cnn", "random")]
+    assert heat["lesion's share of the image"].tolist() == [0.125, 0.125]
+    trained = grad_cam(model, x, class_index=scores >= 0.5)
+    assert heat.loc[("cnn", "trained"), "heat inside the lesion"] == pytest.approx(
+        np.nanmean(mass_on_mask(trained, lesions)))
+    np.testing.assert_allclose(heat["ratio"], heat["heat inside the lesion"] / 0.125)
