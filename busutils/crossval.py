@@ -197,7 +197,7 @@ def compare_models(
             "per_fold": per_fold[name],
             "summary": {key: _spread([f[key] for f in per_fold[name]]) for key in FOLD_METRICS},
             "pooled": metrics_with_ci(labels, np.array(scores[name]), list(dataset.class_names),
-                                           n_boot=settings.n_boot, seed=seeds[0], groups=groups),
+                                      n_boot=settings.n_boot, seed=seeds[0], groups=groups),
         }
     paired, seed_of = [], np.array(rows["seed"])
     for first, second in itertools.combinations(models, 2):  # a - b: the later model minus the earlier

@@ -272,12 +272,12 @@ def train_model(
                    used_settings, frozen)
 
 
-def metrics_of_model(model: keras.Model, dataset: Dataset, *, n_boot: int = 1000, seed: int = 0, batch_size: int = 32,
-                   what: str | None = None) -> dict:
+def metrics_of_model(model: keras.Model, dataset: Dataset, *, n_boot: int = 1000, seed: int = 0,
+                     batch_size: int = 32, what: str | None = None) -> dict:
     """Metrics of ``model`` on ``dataset`` with 95% bootstrap CIs (resampling duplicate groups)."""
     scores = predict_scores(model, dataset.images, batch_size=batch_size, what=what)
     out = metrics_with_ci(dataset.labels, scores, list(dataset.class_names), n_boot=n_boot, seed=seed,
-                               groups=dataset.groups)
+                          groups=dataset.groups)
     out["scores"] = np.asarray(scores).tolist()
     out["labels"] = dataset.labels.tolist()
     out["ids"] = list(dataset.ids)
@@ -333,7 +333,7 @@ def make_results(
         # Test scores from the whole model, exactly as a reader's saved model gives them; training and
         # validation scores (for the train-test gap and for choosing thresholds) may read the cache.
         test = metrics_of_model(trained.model, split.test, n_boot=settings.n_boot, seed=seed,
-                              batch_size=settings.batch_size, what=trained.describe())
+                                batch_size=settings.batch_size, what=trained.describe())
         train_scores = trained.predict(split.train.images, batch_size=settings.batch_size)
         train_metrics = classification_metrics(split.train.labels, train_scores, list(dataset.class_names))
         val_scores = trained.predict(split.val.images, batch_size=settings.batch_size)
