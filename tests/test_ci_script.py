@@ -1,5 +1,6 @@
 """The CI script parses, and names the shared data and weights the way the README says."""
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -34,5 +35,24 @@ def test_ci_script_times_each_step_and_reports_them_even_when_one_fails(tmp_path
     assert "never" not in result.stdout
     summary = result.stdout[result.stdout.index("ci: step times"):]
     assert "first" in summary and "second" in summary and "total" in summary
-    for step, target in (("install", "install"), ("tests", "test"), ("book", "book")):
-        assert f"timed {step} make {target}\n" in script
+    assert "timed install make install\n" in script and "timed tests make test " in script
+    assert "behind book _build/ci-book.log make book\n" in script and "joined book\n" in script
+
+
+def test_ci_script_runs_a_step_behind_another_and_reports_both_whichever_fails(tmp_path):
+    """A step run in the background (the book, beside the tests): its output printed once it has
+    ended, its time recorded, and its failure, or the foreground step's, failing the script."""
+    script = CI.read_text()
+    start, end = script.index("timings=()"), script.index("timed install")
+    for behind, front, expected in (("false", "true", 1), ("true", "false", 1), ("true", "true", 0)):
+        harness = tmp_path / "harness.sh"
+        harness.write_text("set -euo pipefail\n" + script[start:end]
+                           + f"behind slow {tmp_path}/slow.log bash -c 'sleep 1; echo from-slow; {behind}'\n"
+                           + f"status=0\ntimed fast {front} || status=$?\njoined slow\nexit $status\n")
+        result = subprocess.run(["bash", str(harness)], capture_output=True, text=True)
+        assert result.returncode == expected, (behind, front, result.stdout)
+        out = result.stdout
+        assert out.index("ci: fast took") < out.index("from-slow") < out.index("ci: slow took")
+        summary = out[out.index("ci: step times"):]
+        assert "fast" in summary and "slow" in summary and "total" in summary
+        assert re.search(rf"slow \d+ s \(exit {0 if behind == 'true' else 1}\)", summary), summary

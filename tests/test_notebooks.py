@@ -189,7 +189,7 @@ def test_leakage_chapter_runs_on_the_phantom_with_random_features(book, monkeypa
 @pytest.mark.slow
 def test_gradcam_chapter_runs_alone_on_the_phantom(book, monkeypatch, tmp_path):
     # an empty results_dir: chapters 02-04 have not run, so the chapter trains the three models
-    notebook = _run(book, "08_gradcam", monkeypatch, weights="none", image_size=64, epochs=1,
+    notebook = _run(book, "08_gradcam", monkeypatch, profile="smoke", image_size=64,
                     results_dir=str(tmp_path))
     text = _outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text and "The phantom has no burned-in text" in text
