@@ -182,11 +182,12 @@ def new_images_split(
     Images of one ``groups`` entry (e.g. ``Dataset.groups``: near-duplicates and one patient's
     images) count as alike too.  Images joined by a chain of alike pairs form a cluster; the
     test part is made of whole clusters other than the largest, so that no test image is alike
-    any image of the rest.  The threshold is the lowest (the strictest: the test images as unlike the rest as possible) at
-    which such clusters hold ``test_size`` of every class, to 2% (at least one image);
-    ``seed`` draws which of the clusters at that threshold fill each class's share.  The threshold is not allowed above ``max_similarity``, by default the median, over
-    all images, of the correlation with their nearest neighbour: every test image is then less
-    like its nearest image in the rest than the typical image is like its own.
+    any image of the rest.  The threshold is the lowest (the strictest: the test images as
+    unlike the rest as possible) at which such clusters hold ``test_size`` of every class, to 2%
+    (at least one image); ``seed`` draws which of the clusters at that threshold fill each
+    class's share.  The threshold is not allowed above ``max_similarity``, by default the
+    median, over all images, of the correlation with their nearest neighbour: every test image
+    is then less like its nearest image in the rest than the typical image is like its own.
 
     Returns sorted ``(rest, test)`` indices and a JSON-ready record: the similarity, the
     threshold, the ceiling it was allowed, the largest correlation and the smallest hash
