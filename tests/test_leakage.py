@@ -100,6 +100,32 @@ def test_leakage_experiment_without_groups_and_with_decision_function():
     assert not hasattr(model, "coef_")
 
 
+class BlasThreadsAtFit(LogisticRegression):
+    """A logistic regression that notes how many threads each BLAS library had when it was fitted."""
+
+    seen: list[int] = []
+
+    def fit(self, x, y):
+        from threadpoolctl import threadpool_info
+
+        BlasThreadsAtFit.seen.extend(pool["num_threads"] for pool in threadpool_info()
+                                     if pool["user_api"] == "blas")
+        return super().fit(x, y)
+
+
+@pytest.mark.parametrize("experiment", [leakage_experiment, design_experiment])
+def test_the_experiments_fit_on_one_blas_thread_and_give_the_threads_back(experiment):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    features, labels, groups = nothing_to_learn(n_images=80, n_copies=3)
+    BlasThreadsAtFit.seen = []
+    with threadpool_limits(limits=2, user_api="blas"):
+        experiment(features, labels, groups, BlasThreadsAtFit(), seeds=(0,))
+        after = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert BlasThreadsAtFit.seen and set(BlasThreadsAtFit.seen) == {1}
+    assert set(after) == {2}
+
+
 @pytest.mark.parametrize(
     "call, match",
     [
