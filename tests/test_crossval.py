@@ -18,6 +18,7 @@ from busutils.records import read_json, to_jsonable, write_json_atomic
 from busutils.splits import assign_folds
 
 MODELS = ("baseline", "vgg16-transfer", "vgg16-finetune")
+FOLDS = 2  # the comparison below: two folds under two seeds, four tests of every image
 
 
 def tiny_profile():
@@ -32,7 +33,7 @@ def tiny_data():
 
 @pytest.fixture(scope="module")
 def comparison(tiny_data):
-    return compare_models(tiny_data, tiny_profile(), models=MODELS, folds=3, seeds=(0, 1), weights="none",
+    return compare_models(tiny_data, tiny_profile(), models=MODELS, folds=FOLDS, seeds=(0, 1), weights="none",
                           log=None)
 
 
@@ -56,7 +57,7 @@ def test_the_folds_are_the_group_aware_folds_and_shared_by_every_model(compariso
     index = np.array([tiny_data.ids.index(image_id) for image_id in rows["id"]])
     for seed in (0, 1):
         mine = np.array(rows["seed"]) == seed
-        expected = assign_folds(tiny_data.labels, tiny_data.groups, n_splits=3, seed=seed)
+        expected = assign_folds(tiny_data.labels, tiny_data.groups, n_splits=FOLDS, seed=seed)
         np.testing.assert_array_equal(np.array(rows["fold"])[mine], expected[index[mine]])
     for group in np.unique(tiny_data.groups):  # a duplicate group never straddles two folds
         mine = tiny_data.groups[index] == group
@@ -66,7 +67,7 @@ def test_the_folds_are_the_group_aware_folds_and_shared_by_every_model(compariso
     assert len({tuple(layout) for layout in layouts.values()}) == 1
     assert [n for _, _, n in layouts["baseline"]] == [int(np.sum((np.array(rows["seed"]) == s)
                                                                  & (np.array(rows["fold"]) == k)))
-                                                      for s in (0, 1) for k in range(3)]
+                                                      for s in (0, 1) for k in range(FOLDS)]
 
 
 @pytest.mark.slow
@@ -75,7 +76,7 @@ def test_summaries_weights_and_paired_tests(comparison, tiny_data):
         aucs = [f["auc"] for f in model["per_fold"]]
         assert model["summary"]["auc"]["mean"] == pytest.approx(np.mean(aucs))
         assert model["summary"]["auc"]["std"] == pytest.approx(np.std(aucs, ddof=1))
-        assert model["summary"]["auc"]["n"] == 6
+        assert model["summary"]["auc"]["n"] == 2 * FOLDS
         assert model["train_seconds"] > 0
         assert model["weights"].startswith("random")
     assert "RANDOM weights" in comparison["models"]["vgg16-transfer"]["label"]
