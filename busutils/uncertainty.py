@@ -289,8 +289,13 @@ def simulated_auc_power(auc_a: float, auc_b: float, n_positive: int, n_negative:
             "n_sim": int(n_sim)}
 
 
+def _split_and_training_seeds(vary: str, seed: int) -> tuple[int, int]:
+    return (0, int(seed)) if vary == "training" else (int(seed), 0)
+
+
 def spread_over_seeds(dataset, settings, seeds: Sequence[int], *, vary: str = "training",
-                      model: str = "vgg16-transfer", weights: str | None = None) -> list[dict]:
+                      model: str = "vgg16-transfer", weights: str | None = None,
+                      reuse: Sequence[Mapping[str, Any]] = ()) -> list[dict]:
     """Train ``model`` once per seed and test it: how far the test AUC moves when only a seed changes.
 
     ``vary="training"``: one split (seed 0) and one set of augmented copies; the seed changes
@@ -298,6 +303,10 @@ def spread_over_seeds(dataset, settings, seeds: Sequence[int], *, vary: str = "t
     draws another test and validation part (groups kept whole); training uses seed 0.
     Returns one row per seed: ``seed``, ``vary``, ``auc`` and its 95 % group-bootstrap
     interval (``low``, ``high``) on that run's test part, and ``n_test``.
+
+    ``reuse``: rows an earlier call returned for the same data, settings and model.  A run
+    they hold already (seed 0 is split 0 trained with seed 0 whichever seed varies) is taken
+    from them, not trained a second time.
     """
     from .crossval import _quiet_retracing
     from .experiment import metrics_of_model, split_dataset, train_model
@@ -306,10 +315,14 @@ def spread_over_seeds(dataset, settings, seeds: Sequence[int], *, vary: str = "t
         raise ValueError(f"vary must be 'training' or 'split', got {vary!r}")
     if not len(seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be one or more different integers, got {list(seeds)}")
+    done = {_split_and_training_seeds(row["vary"], row["seed"]): row for row in reuse}
     rows = []
     with _quiet_retracing():  # a model per seed, built in a loop on purpose
         for seed in seeds:
-            split_seed, train_seed = (0, int(seed)) if vary == "training" else (int(seed), 0)
+            split_seed, train_seed = _split_and_training_seeds(vary, seed)
+            if (split_seed, train_seed) in done:
+                rows.append({**done[split_seed, train_seed], "seed": int(seed), "vary": vary})
+                continue
             split = split_dataset(dataset, test_size=settings.test_size, val_size=settings.val_size,
                                   seed=split_seed)
             trained = train_model(model, split, settings, seed=train_seed, weights=weights, verbose=0,

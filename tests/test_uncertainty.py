@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -194,6 +195,29 @@ def test_spread_over_seeds_changes_one_thing_at_a_time():
         assert row["low"] <= row["auc"] <= row["high"] and row["weights"].startswith("random")
     with pytest.raises(ValueError, match="vary"):
         spread_over_seeds(data, settings, [0], vary="folds")
+
+
+def test_spread_over_seeds_trains_no_run_that_it_is_given(monkeypatch):
+    """Seed 0 varying the split is seed 0 varying the training (the slow test above shows the two
+    give one AUC): given the rows of the first call, the second trains only the runs it lacks."""
+    import busutils.experiment as experiment
+    from busutils.data import phantom_dataset
+    from busutils.profiles import get_profile
+    from busutils.uncertainty import spread_over_seeds
+
+    trained = []
+    run = SimpleNamespace(model=None, weights_used="random")
+    monkeypatch.setattr(experiment, "train_model", lambda *a, seed, **k: trained.append(seed) or run)
+    monkeypatch.setattr(experiment, "metrics_of_model", lambda model, part, **k: {
+        "metrics": {"auc": 0.5}, "ci95": {"auc": (0.4, 0.6)}})
+    data = phantom_dataset(40, image_size=32, seed=0)
+    settings = get_profile("quick", image_size=32, weights="none")
+    earlier = [{"seed": 0, "vary": "training", "auc": 0.9, "low": 0.8, "high": 0.95, "n_test": 12,
+                "weights": "random"}]
+    rows = spread_over_seeds(data, settings, [0, 1, 2], vary="split", reuse=earlier)
+    assert [(r["seed"], r["vary"]) for r in rows] == [(0, "split"), (1, "split"), (2, "split")]
+    assert rows[0]["auc"] == 0.9 and rows[1]["auc"] == 0.5
+    assert trained == [0, 0]  # splits 1 and 2, each trained with seed 0; split 0 not trained again
 
 
 def test_compare_pairs_adjusts_the_delong_p_values_of_every_pair():
