@@ -230,8 +230,8 @@ def train_model(
         with precision_scope(settings.precision) as policy:
             shape = (settings.image_size, settings.image_size, 3)
             model, used = build_model(name, shape, n_classes, learning_rate=settings.baseline_learning_rate,
-                                      optimizer=settings.baseline_optimizer, block=settings.baseline_block,
-                                      dropout=settings.dropout, l2=settings.l2, seed=seed)
+                                      optimizer=settings.baseline_optimizer, dropout=settings.dropout,
+                                      l2=settings.l2, seed=seed)
         result = fit(model, (split.train.images, split.train.labels), (split.val.images, split.val.labels),
                      epochs=settings.baseline_epochs, batch_size=settings.batch_size,
                      augmentation=make_augmentation(settings.augmentation, seed=seed),

@@ -33,7 +33,6 @@ from .weights import WeightsSource, load_into, resolve_vgg16_weights
 
 __all__ = [
     "BLOCK5",
-    "BLOCKS",
     "Built",
     "IMAGENET_BGR_MEAN",
     "MODEL_NAMES",
@@ -243,9 +242,6 @@ def computes_in_float16(model: keras.Model) -> bool:
 
 # --------------------------------------------------------------------------- baseline
 
-#: The orders of the baseline's blocks (:func:`baseline_cnn`), the default first.
-BLOCKS = ("conv-relu-pool-bn", "conv-bn-relu-pool")
-
 
 def baseline_cnn(
     input_shape: Sequence[int] = (224, 224, 3),
@@ -257,25 +253,16 @@ def baseline_cnn(
     filters: Sequence[int] = (16, 32, 64, 128, 256),
     hidden: int = 64,
     optimizer: str = "adam",
-    block: str = "conv-relu-pool-bn",
     seed: int | None = None,
 ) -> Built:
     """A small CNN trained from scratch (approach 1), compiled with ``optimizer`` (Adam by default).
 
-    Five convolutional blocks (five, so that the last features see a whole lesion, not a
-    patch of texture), global average pooling, Dense(64), dropout, output: about 0.4 M
-    parameters, with L2 weight decay and dropout, because a few hundred images overfit
-    anything larger.  ``weights_used`` is ``"random (trained from scratch)"``.
-
-    ``block`` orders each block's layers.  ``"conv-relu-pool-bn"`` (the default) normalises
-    after the 2x2 max-pooling, a quarter of the values; the classic ``"conv-bn-relu-pool"``
-    normalises every value of the full-size maps, and its epochs took about 1.4x as long on a
-    2-core CPU (TensorFlow's batch normalisation is slow over wide maps of few channels), for
-    no better score on new images (:data:`busutils.profiles.QUICK_CHOSEN_BY`).  Both keep the
-    rectified maps of the last convolution (``relu5``) for Grad-CAM.
+    Five blocks Conv(3x3)-BatchNorm-ReLU-MaxPool (five, so that the last features see a
+    whole lesion, not a patch of texture), global average pooling, Dense(64), dropout,
+    output: about 0.4 M parameters, with L2 weight decay and dropout, because a few hundred
+    images overfit anything larger.  ``weights_used`` is
+    ``"random (trained from scratch)"``.
     """
-    if block not in BLOCKS:
-        raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
     shape = _check_image_shape(input_shape, min_size=2 ** len(filters))
     inputs = keras.Input(shape=shape, name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
@@ -284,20 +271,16 @@ def baseline_cnn(
             n,
             3,
             padding="same",
-            use_bias=block == "conv-relu-pool-bn",  # else the batch normalisation supplies the bias
+            use_bias=False,  # BatchNorm supplies the bias
             kernel_initializer=keras.initializers.HeNormal(seed=_seed(seed, i)),
             kernel_regularizer=_regulariser(l2),
             name=f"conv{i}",
         )(x)
         # momentum 0.9, not 0.99: with ~10 steps an epoch, the default would leave the
         # moving statistics near their initial values for many epochs, skewing inference.
-        norm = layers.BatchNormalization(momentum=0.9, name=f"bn{i}")
-        if block == "conv-bn-relu-pool":
-            x = norm(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
         x = layers.ReLU(name=f"relu{i}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
-        if block == "conv-relu-pool-bn":
-            x = norm(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dense(
         hidden,

@@ -175,14 +175,6 @@ SETTINGS: dict[str, Statement] = {
         "No optimizer is named for the baseline; the only one the paper names is SGD, for fine-tuning "
         "(III.C).",
     ),
-    "baseline_block": Statement(
-        "The main building blocks in CNN are rectified linear units (ReLU), pooling, dropout layers, "
-        "connected layers, and loss layers", "III",
-        "The network trained from scratch is described only as 'a small network' (III); the sentence lists "
-        "the layers of a CNN in general. It names no batch normalisation and no order of the layers. The "
-        "book's network, its five blocks and their order (convolution, ReLU, max-pooling, then batch "
-        "normalisation) are the book's choice.",
-    ),
     "dropout": Statement(
         "reduced by the drop-out layers", "III.A",
         "The paper uses dropout layers but gives no rate and does not say where they sit.",

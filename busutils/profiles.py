@@ -36,7 +36,6 @@ class Profile:
     baseline_epochs: int  # maximum epochs
     baseline_learning_rate: float
     baseline_optimizer: str  # also trains the classifier head of approaches 2 and 3
-    baseline_block: str  # the order of the layers of each of the baseline's blocks (busutils.models.BLOCKS)
     dropout: float  # before the output layer of every model
     l2: float  # weight decay of the baseline CNN's kernels
     # model selection
@@ -81,7 +80,6 @@ PROFILES: dict[str, Profile] = {
         baseline_epochs=50,
         baseline_learning_rate=1e-3,
         baseline_optimizer="adam",
-        baseline_block="conv-relu-pool-bn",
         dropout=0.5,
         l2=1e-4,
         patience=None,
@@ -119,7 +117,6 @@ PROFILES: dict[str, Profile] = {
         baseline_epochs=60,
         baseline_learning_rate=1e-3,
         baseline_optimizer="adam",
-        baseline_block="conv-relu-pool-bn",
         dropout=0.5,
         l2=1e-4,
         patience=20,
@@ -157,7 +154,6 @@ PROFILES: dict[str, Profile] = {
         baseline_epochs=2,
         baseline_learning_rate=1e-3,
         baseline_optimizer="adam",
-        baseline_block="conv-relu-pool-bn",
         dropout=0.5,
         l2=1e-4,
         patience=None,
@@ -247,9 +243,6 @@ QUICK_CHOSEN_BY: dict[str, str] = {
                               "over the classifier alone at either); the smaller moves the pre-trained "
                               "weights less, as the paper profile and the Keras recipe do",
     "finetune_epochs": f"{_NEW_IMAGES}: 20 epochs did no better than 10",
-    "baseline_block": f"{_NEW_IMAGES}: batch normalisation after the pooling scored 0.840, the classic "
-                      "order (before the ReLU) 0.852, a difference well inside their spread over the three "
-                      "selection parts (-0.07 to +0.08); its epochs took 0.7 times as long",
     "l2": f"{_NEW_IMAGES}: the baseline's weight decay, 1e-4 and 1e-3 alike; an ensemble of three seeds "
           "gained about 0.01 over one model, for three times the training, so the book trains one",
 }

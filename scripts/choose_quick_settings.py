@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="JSON file for every candidate's selection AUCs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
-    parser.add_argument("--part", choices=["transfer", "finetune", "baseline", "baseline-block"], default="transfer")
+    parser.add_argument("--part", choices=["transfer", "finetune", "baseline"], default="transfer")
     parser.add_argument("--finetune-from", default=None, help="JSON of the transfer settings fine-tuning starts from")
     args = parser.parse_args()
     if not os.environ.get("BUSI_DIR") or not os.environ.get("VGG16_WEIGHTS"):
@@ -129,21 +129,6 @@ def main() -> int:
                     aucs.append(auc(split.test.labels, trained.predict(split.test.images)))
                     heads.append(trained.stages["finetune"].best_epoch)
                 record(key, aucs, time.perf_counter() - start, best_epochs=heads)
-        elif args.part == "baseline-block":  # one model per seed, each block order: scores and training time
-            from busutils.models import BLOCKS
-
-            for block in BLOCKS:
-                overrides = dict(image_size=size, baseline_block=block)
-                key = {"part": "baseline-block", **overrides}
-                if json.dumps(key, sort_keys=True) in done:
-                    continue
-                settings = get_profile("quick", **overrides)
-                start, aucs, epochs = time.perf_counter(), [], []
-                for seed, split in zip(args.seeds, splits):
-                    trained = train_model("baseline", split, settings, seed=seed, verbose=0)
-                    aucs.append(auc(split.test.labels, trained.predict(split.test.images)))
-                    epochs.append(trained.stages["baseline"].epochs_run)
-                record(key, aucs, time.perf_counter() - start, epochs_run=epochs)
         else:
             for l2, dropout in itertools.product([1e-4, 1e-3], [0.5]):
                 overrides = dict(image_size=size, l2=l2, dropout=dropout)

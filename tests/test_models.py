@@ -112,26 +112,6 @@ def test_baseline_is_small():
     assert any(isinstance(l, keras.layers.Dropout) for l in model.layers)
 
 
-@pytest.mark.parametrize("block, order", [
-    ("conv-relu-pool-bn", ["conv", "relu", "pool", "bn"]),
-    ("conv-bn-relu-pool", ["conv", "bn", "relu", "pool"]),
-])
-def test_each_block_order_builds_its_layers_in_that_order(block, order):
-    model = baseline_cnn((32, 32, 3), 2, block=block).model
-    names = [l.name for l in model.layers]
-    for i in range(1, 6):
-        assert [names.index(f"{kind}{i}") for kind in order] == sorted(names.index(f"{kind}{i}") for kind in order)
-    # the convolutions carry a bias only where no batch normalisation follows them at once
-    assert model.get_layer("conv1").use_bias == (block == "conv-relu-pool-bn")
-    pooled = model.get_layer("bn1").input.shape if block == "conv-relu-pool-bn" else model.get_layer("bn1").output.shape
-    assert pooled[1] == (16 if block == "conv-relu-pool-bn" else 32)  # normalised after pooling: a quarter of the values
-
-
-def test_an_unknown_block_order_is_refused_naming_the_choices():
-    with pytest.raises(ValueError, match="block must be one of .*conv-relu-pool-bn"):
-        baseline_cnn((32, 32, 3), 2, block="conv-pool")
-
-
 def test_transfer_base_entirely_frozen():
     model = vgg16_transfer((32, 32, 3), 2, weights=None).model
     assert _trainable_paths(model) == HEAD_WEIGHTS
