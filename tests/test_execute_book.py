@@ -188,8 +188,22 @@ def test_execute_book_runs_papermill_and_records_what_it_measured(tmp_path):
 
 def test_a_cell_that_runs_past_the_timeout_fails_the_build(tmp_path):
     root = _tiny_book(tmp_path / "src", "import time\ntime.sleep(120)")
-    with pytest.raises(TimeoutError, match="book/one: a cell ran longer than 2 s"):
+    with pytest.raises(TimeoutError, match="book/one: a cell ran longer than 2 s.*in each of 2 attempts"):
         execute_book.execute_book(root, tmp_path / "out", "quick", timeout=2)
+
+
+def test_a_notebook_that_hangs_once_is_executed_again_from_its_source(tmp_path, capsys):
+    """A cell that never ends the first time (as nbclient can miss the end of a widget's cell) and
+    ends the second: the build goes on, says so, and the page holds the second run's outputs only."""
+    hangs_once = ("from pathlib import Path\nimport time\nif not Path('tried').exists():\n"
+                  "    Path('tried').write_text('once')\n    time.sleep(120)\nprint('done')")
+    root = _tiny_book(tmp_path / "src", hangs_once)
+    execute_book.execute_book(root, tmp_path / "out", "quick", timeout=3)
+    assert "book/one: a cell ran longer than 3 s; executing the notebook once more" in capsys.readouterr().out
+    page = nbformat.read(tmp_path / "out" / "book" / "one.ipynb", as_version=4)
+    printed = [o.get("text", "") for c in page.cells if c.cell_type == "code" for o in c.outputs]
+    assert printed == ["done\n"]
+    assert sum("injected-parameters" in c.metadata.get("tags", []) for c in page.cells) == 1
 
 
 def test_every_bibliography_entry_is_cited_and_every_citation_exists():
