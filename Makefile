@@ -39,10 +39,9 @@ sync: $(STAMP)
 	$(PY) scripts/sync_notebooks.py
 
 # The test files run in TEST_WORKERS processes (pytest-xdist), each file whole in one of them, so that
-# a file's shared fixtures are made once, and dealt in the order collected (tests/conftest.py puts the
-# longest first); TEST_WORKERS=0 runs them in this process, one after another.
+# a file's shared fixtures are made once; TEST_WORKERS=0 runs them in this process, one after another.
 TEST_WORKERS ?= 2
-TEST_ARGS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+TEST_ARGS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test: $(STAMP)
 	$(PY) -m pytest $(TEST_ARGS)

@@ -22,19 +22,6 @@ for _folder in (os.environ["KERAS_HOME"], os.environ["BUSUTILS_CACHE"]):
 REAL_VGG16_WEIGHTS = os.environ.pop("VGG16_WEIGHTS", "")
 
 
-#: The test files that take longest, longest first, collected before every other (which keep their
-#: order).  `make test` deals whole files to its processes in the order collected (pytest-xdist's
-#: --dist loadfile --no-loadscope-reorder): a long file dealt last would end the run alone, as the
-#: Colab stand-in did, 17 minutes after the rest had begun it, when files went out largest first.
-LONGEST_FIRST = ("test_colab_stand_in.py", "test_notebooks.py", "test_exercises.py", "test_crossval.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    """Move the files of :data:`LONGEST_FIRST` to the front, in that order."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
 class NetworkBlocked(RuntimeError):
     """Raised when a test tries to open a network connection."""
 

@@ -69,20 +69,3 @@ def test_a_step_behind_is_timed_to_its_own_end_not_to_the_wait(tmp_path):
     assert result.returncode == 0, result.stderr
     taken = {name: int(s) for name, s in re.findall(r"ci: (\w+) took (\d+) s", result.stdout)}
     assert taken["long"] >= 4 and taken["short"] <= 2, result.stdout
-
-
-def test_the_longest_test_files_are_dealt_out_first():
-    """`make test` deals files in collection order (no reordering by size), and conftest puts the
-    longest first, keeping the order of the rest."""
-    from types import SimpleNamespace
-
-    from conftest import LONGEST_FIRST, pytest_collection_modifyitems
-
-    assert "--no-loadscope-reorder" in (ROOT / "Makefile").read_text()
-    assert all((ROOT / "tests" / name).is_file() for name in LONGEST_FIRST)
-    names = ["test_b.py", LONGEST_FIRST[1], "test_a.py", LONGEST_FIRST[0], "test_b.py", LONGEST_FIRST[1]]
-    items = [SimpleNamespace(path=ROOT / "tests" / name, order=i) for i, name in enumerate(names)]
-    pytest_collection_modifyitems(None, items)
-    assert [(item.path.name, item.order) for item in items] == [
-        (LONGEST_FIRST[0], 3), (LONGEST_FIRST[1], 1), (LONGEST_FIRST[1], 5),
-        ("test_b.py", 0), ("test_a.py", 2), ("test_b.py", 4)]
