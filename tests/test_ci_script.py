@@ -21,14 +21,19 @@ def test_ci_script_runs_the_readme_test_command():
         assert variable in readme and variable in script
 
 
-def test_ci_script_times_each_step_and_reports_them_even_when_one_fails(tmp_path):
-    """The step timer of .ci/run, run on stand-in steps: times printed as each ends, and all at exit."""
+def _run_steps(tmp_path, steps: str) -> subprocess.CompletedProcess:
+    """Run ``steps`` (bash) after .ci/run's step helpers (timed, behind, joined), as CI's own lines run."""
     script = CI.read_text()
     start, end = script.index("timings=()"), script.index("timed install")
     harness = tmp_path / "harness.sh"
-    harness.write_text("set -euo pipefail\n" + script[start:end] + "timed first true\ntimed second false\n"
-                       "timed never true\n")
-    result = subprocess.run(["bash", str(harness)], capture_output=True, text=True)
+    harness.write_text("set -euo pipefail\n" + script[start:end] + steps)
+    return subprocess.run(["bash", str(harness)], capture_output=True, text=True)
+
+
+def test_ci_script_times_each_step_and_reports_them_even_when_one_fails(tmp_path):
+    """The step timer of .ci/run, run on stand-in steps: times printed as each ends, and all at exit."""
+    script = CI.read_text()
+    result = _run_steps(tmp_path, "timed first true\ntimed second false\ntimed never true\n")
     assert result.returncode == 1  # the failing step stops the script, as in CI
     assert "ci: first took" in result.stdout and "(exit 0)" in result.stdout
     assert "ci: second took" in result.stdout and "(exit 1)" in result.stdout
@@ -42,14 +47,9 @@ def test_ci_script_times_each_step_and_reports_them_even_when_one_fails(tmp_path
 def test_ci_script_runs_a_step_behind_another_and_reports_both_whichever_fails(tmp_path):
     """A step run in the background (the book, beside the tests): its output printed once it has
     ended, its time recorded, and its failure, or the foreground step's, failing the script."""
-    script = CI.read_text()
-    start, end = script.index("timings=()"), script.index("timed install")
     for behind, front, expected in (("false", "true", 1), ("true", "false", 1), ("true", "true", 0)):
-        harness = tmp_path / "harness.sh"
-        harness.write_text("set -euo pipefail\n" + script[start:end]
-                           + f"behind slow {tmp_path}/slow.log bash -c 'sleep 1; echo from-slow; {behind}'\n"
-                           + f"status=0\ntimed fast {front} || status=$?\njoined slow\nexit $status\n")
-        result = subprocess.run(["bash", str(harness)], capture_output=True, text=True)
+        result = _run_steps(tmp_path, f"behind slow {tmp_path}/slow.log bash -c 'sleep 1; echo from-slow; {behind}'\n"
+                                      f"status=0\ntimed fast {front} || status=$?\njoined slow\nexit $status\n")
         assert result.returncode == expected, (behind, front, result.stdout)
         out = result.stdout
         assert out.index("ci: fast took") < out.index("from-slow") < out.index("ci: slow took")
@@ -60,12 +60,7 @@ def test_ci_script_runs_a_step_behind_another_and_reports_both_whichever_fails(t
 
 def test_a_step_behind_is_timed_to_its_own_end_not_to_the_wait(tmp_path):
     """The book ending before the tests: its time is its own, not the tests' that were waited for."""
-    script = CI.read_text()
-    start, end = script.index("timings=()"), script.index("timed install")
-    harness = tmp_path / "harness.sh"
-    harness.write_text("set -euo pipefail\n" + script[start:end]
-                       + f"behind short {tmp_path}/short.log sleep 1\ntimed long sleep 4\njoined short\n")
-    result = subprocess.run(["bash", str(harness)], capture_output=True, text=True)
+    result = _run_steps(tmp_path, f"behind short {tmp_path}/short.log sleep 1\ntimed long sleep 4\njoined short\n")
     assert result.returncode == 0, result.stderr
     taken = {name: int(s) for name, s in re.findall(r"ci: (\w+) took (\d+) s", result.stdout)}
     assert taken["long"] >= 4 and taken["short"] <= 2, result.stdout
