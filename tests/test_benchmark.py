@@ -1,5 +1,6 @@
-"""The benchmark helpers: fair turns, the right work counted, honest reports.  No timing is
-asserted: only what the measurements are of, and that their reports add up."""
+"""The benchmark helpers: fair turns, the right work counted, honest reports; the bench script's
+results and the Performance page that shows them (one run of the script serves both).  No timing
+is asserted: only what the measurements are of, and that their reports add up."""
 
 from __future__ import annotations
 
@@ -154,17 +155,29 @@ def test_micro_benchmarks_measure_what_they_say(monkeypatch, tmp_path):
     assert not any(tmp_path.iterdir())  # the epoch benchmark left no activations behind
 
 
+#: ``run_benchmarks.py`` at tiny sizes: seconds of work, every key written.
+SMALL = ["--image-size", "32", "--batch-size", "4", "--pipeline-images", "8", "--feature-images", "4",
+         "--epoch-images", "8", "--matmul-size", "128", "--repeats", "1"]
+
+
+def _bench_script(out: Path, cache: Path, *options: str) -> None:
+    """Run ``benchmarks/run_benchmarks.py`` on the phantom with random weights, writing ``out``."""
+    env = {key: value for key, value in os.environ.items() if key not in ("BUSI_DIR", "VGG16_WEIGHTS")}
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_benchmarks.py"), "--out", str(out),
+                    *SMALL, *options], check=True, capture_output=True, env={**env, "BUSUTILS_CACHE": str(cache)})
+
+
+@pytest.fixture(scope="module")
+def bench_results(tmp_path_factory) -> Path:
+    """One ``results.json`` of the bench script, paper runs (tiny) included: read, never changed."""
+    folder = tmp_path_factory.mktemp("bench")
+    _bench_script(folder / "results.json", folder / "cache", "--paper-tiny")
+    return folder / "results.json"
+
+
 @pytest.mark.slow
-def test_bench_script_writes_every_key_and_keeps_earlier_paper_runs(tmp_path):
-    out = tmp_path / "results.json"
-    env = {**os.environ, "BUSUTILS_CACHE": str(tmp_path / "cache")}
-    env.pop("BUSI_DIR", None)
-    env.pop("VGG16_WEIGHTS", None)
-    small = ["--image-size", "32", "--batch-size", "4", "--pipeline-images", "8", "--feature-images", "4",
-             "--epoch-images", "8", "--matmul-size", "128", "--repeats", "1"]
-    script = [sys.executable, str(ROOT / "benchmarks" / "run_benchmarks.py"), "--out", str(out)]
-    subprocess.run(script + small + ["--paper-tiny"], check=True, env=env, capture_output=True)
-    results = json.loads(out.read_text())
+def test_bench_script_writes_every_key_and_keeps_earlier_paper_runs(bench_results, tmp_path):
+    results = json.loads(bench_results.read_text())
     for key in ("pipeline_images_per_s", "feature_extraction_speedup", "cached_finetune_epoch_speedup",
                 "quick_book_s", "paper_transfer_s", "paper_finetune_s", "machine", "paper_gpu",
                 "matmul_peak_gflops", "feature_extraction_peak_fraction", "paper_transfer_floor_s",
@@ -186,12 +199,40 @@ def test_bench_script_writes_every_key_and_keeps_earlier_paper_runs(tmp_path):
     assert warm["cache"].startswith("warm") and warm["after"] == "vgg16-transfer"
     assert warm["multiply_adds"]["parts"]["frozen layers, once per image"] == {}
     assert warm["auc"] == results["paper_finetune_s"]["auc"]  # the same model, from cached activations
-    subprocess.run(script + small + ["--no-paper", "--no-accuracy"], check=True, env=env, capture_output=True)
+    out = tmp_path / "results.json"
+    out.write_text(bench_results.read_text())
+    _bench_script(out, tmp_path / "cache", "--no-paper", "--no-accuracy")
     again = json.loads(out.read_text())
     assert again["paper_finetune_s"] == results["paper_finetune_s"]  # kept, not lost
     assert again["paper_finetune_warm_s"] == results["paper_finetune_warm_s"]
     assert again["precision_accuracy"] == results["precision_accuracy"]
     assert again["micro_measured_utc"] >= results["micro_measured_utc"]
+
+
+@pytest.mark.slow
+def test_performance_page_shows_the_results_of_make_bench(bench_results, monkeypatch, tmp_path):
+    pytest.importorskip("papermill")
+    from chapters import copy_of_the_book, figures, outputs, run_chapter
+
+    book = copy_of_the_book(tmp_path)
+    notebook = run_chapter(book, "appendix_performance", monkeypatch, results_file=str(bench_results))
+    text = outputs(notebook)
+    assert "read from results.json" in text and "No results of" not in text
+    for folder in (bench_results.parent, tmp_path, ROOT):  # no path of the machine
+        assert str(folder) not in text
+    assert "NVIDIA GeForce GTX 1050" in text and "the synthetic PHANTOM" in text
+    assert "not timed" in text  # the paper's baseline time has no counterpart here
+    assert "times the paper's time on its GPU" in text and "Training took" in text
+    assert "of the bfloat16 peak" in text or choose_precision("auto") != "mixed_bfloat16"
+    assert "The product of two 128 x 128 matrices ran at" in text
+    assert "vgg16-finetune, warm cache:" in text and "warm: the activation cache held" in text
+    assert text.count("times its floor") == 3 and text.count("GB when it began)") == 3
+    assert "Load average over the last 1, 5 and 15 minutes" in text
+    assert text.count("Load average at its end (1, 5, 15 minutes)") == 3
+    assert "XLA ran the cached epoch" in text
+    assert "Not measured: BUSI_DIR is not set and VGG16_WEIGHTS is not set" in text
+    # feature extraction, the peak, fine-tuning epochs, paper runs beside the GPU and their floors
+    assert figures(notebook) == 5
 
 
 def test_peak_dtypes_are_float32_and_the_type_the_policy_computes_in():

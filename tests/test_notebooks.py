@@ -10,52 +10,18 @@ profile's) so that no download of ImageNet weights is even attempted.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from chapters import copy_of_the_book, figures, outputs, run_chapter
+
 papermill = pytest.importorskip("papermill")
 
 
 @pytest.fixture(scope="module")
 def book(tmp_path_factory):
-    target = tmp_path_factory.mktemp("book")
-    shutil.copytree(ROOT / "book", target / "book")
-    return target / "book"
-
-
-def _run(book: Path, name: str, monkeypatch, **parameters) -> dict:
-    monkeypatch.delenv("BUSI_DIR", raising=False)
-    monkeypatch.delenv("MPLBACKEND", raising=False)
-    path = book / f"{name}.ipynb"
-    papermill.execute_notebook(str(path), str(path), parameters={"profile": "quick", **parameters},
-                               cwd=str(book), kernel_name="python3", progress_bar=False)
-    return json.loads(path.read_text())
-
-
-def _outputs(notebook: dict) -> str:
-    texts = []
-    for cell in notebook["cells"]:
-        for output in cell.get("outputs", []):
-            texts.append("".join(output.get("text", "")))
-            texts.append("".join(output.get("data", {}).get("text/html", "")))
-    return "\n".join(texts)
-
-
-def _figures(notebook: dict) -> int:
-    return sum("image/png" in o.get("data", {}) for c in notebook["cells"] for o in c.get("outputs", []))
-
-
-@pytest.mark.slow
-def test_data_tour_runs_on_the_phantom(book, monkeypatch):
-    notebook = _run(book, "01_data_tour", monkeypatch, profile="smoke")
-    text = _outputs(notebook)
-    assert "SYNTHETIC PHANTOM" in text and "no true copies" in text
-    assert _figures(notebook) >= 4
+    return copy_of_the_book(tmp_path_factory.mktemp("book"))
 
 
 # What the mechanics sections of chapters 2 to 4 print, whatever the run gives.
@@ -80,10 +46,10 @@ MECHANICS = {
     ("04_vgg16_finetune", "vgg16-finetune"),
 ])
 def test_model_chapters_run_on_the_phantom(book, monkeypatch, name, key):
-    notebook = _run(book, name, monkeypatch, profile="smoke")  # proves the code paths, not the numbers
-    text = _outputs(notebook)
+    notebook = run_chapter(book, name, monkeypatch, profile="smoke")  # proves the code paths, not the numbers
+    text = outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text
-    assert _figures(notebook) >= 2  # learning curves, confusion matrix and ROC
+    assert figures(notebook) >= 2  # learning curves, confusion matrix and ROC
     for expected in MECHANICS[name]:
         assert re.search(expected, text), expected
     results = json.loads((book / "results" / f"{key}.json").read_text())
@@ -92,7 +58,7 @@ def test_model_chapters_run_on_the_phantom(book, monkeypatch, name, key):
     assert results["weights"].startswith("random")
     assert (book / "results" / f"{key}.keras").is_file()  # saved for the later chapters
     if key == "vgg16-finetune":  # the take-away says what this run showed, against chapter 03's model
-        text = _outputs(notebook)
+        text = outputs(notebook)
         assert "Fine-tuning kept epoch" in text or "No fine-tuning epoch beat the classifier alone" in text
         assert re.search(r"rank these test images alike|cannot tell the fine-tuned VGG16|ranks these test images better",
                          text), "no comparison with the transfer model of chapter 03"
@@ -101,10 +67,10 @@ def test_model_chapters_run_on_the_phantom(book, monkeypatch, name, key):
 @pytest.mark.slow
 def test_how_sure_chapter_runs_on_the_phantom(book, monkeypatch):
     # after chapters 2 to 4 in the same book, their runs are reused
-    notebook = _run(book, "05_how_sure", monkeypatch, profile="smoke", seeds=[0, 1])
-    text = _outputs(notebook)
+    notebook = run_chapter(book, "05_how_sure", monkeypatch, profile="smoke", seeds=[0, 1])
+    text = outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text
-    assert _figures(notebook) == 4  # resampled AUCs, five intervals, seeds, power
+    assert figures(notebook) == 4  # resampled AUCs, five intervals, seeds, power
     widths = {label: float(width) for label, width in
               re.findall(r"scores, (copies as images|copies grouped by image): .* width (\d\.\d+)", text)}
     assert widths["copies as images"] < widths["copies grouped by image"] / 3  # about sqrt(24) narrower
@@ -118,8 +84,8 @@ def test_how_sure_chapter_runs_on_the_phantom(book, monkeypatch):
 
 @pytest.mark.slow
 def test_performance_page_measures_what_it_can_without_make_bench(book, monkeypatch):
-    notebook = _run(book, "appendix_performance", monkeypatch, image_size=32, n_images=8, repeats=1)
-    text = _outputs(notebook)
+    notebook = run_chapter(book, "appendix_performance", monkeypatch, image_size=32, n_images=8, repeats=1)
+    text = outputs(notebook)
     assert "No results of `make bench` were found" in text and "32 x 32 pixels" in text
     assert "precision chosen" in text and "float32" in text
     assert "No paper-profile run has been timed" in text
@@ -128,49 +94,17 @@ def test_performance_page_measures_what_it_can_without_make_bench(book, monkeypa
     assert "XLA ran the cached epoch" in text
     assert "Not measured: only `make bench` runs this check" in text  # the accuracy of bfloat16
     # feature extraction, the peak and fine-tuning epochs; no paper-run or accuracy figure
-    assert _figures(notebook) == 3
-
-
-@pytest.mark.slow
-def test_performance_page_shows_the_results_of_make_bench(book, monkeypatch, tmp_path):
-    import subprocess
-    import sys
-
-    from busutils.precision import choose_precision
-
-    results = tmp_path / "results.json"
-    small = ["--image-size", "32", "--batch-size", "4", "--pipeline-images", "8", "--feature-images", "4",
-             "--epoch-images", "8", "--matmul-size", "128", "--repeats", "1", "--paper-tiny"]
-    env = {key: value for key, value in os.environ.items() if key not in ("BUSI_DIR", "VGG16_WEIGHTS")}
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_benchmarks.py"), "--out", str(results),
-                    *small], check=True, capture_output=True, env={**env, "BUSUTILS_CACHE": str(tmp_path)})
-    notebook = _run(book, "appendix_performance", monkeypatch, results_file=str(results))
-    text = _outputs(notebook)
-    assert "read from results.json" in text and "No results of" not in text
-    assert str(tmp_path) not in text and str(ROOT) not in text  # no path of the machine
-    assert "NVIDIA GeForce GTX 1050" in text and "the synthetic PHANTOM" in text
-    assert "not timed" in text  # the paper's baseline time has no counterpart here
-    assert "times the paper's time on its GPU" in text and "Training took" in text
-    assert "of the bfloat16 peak" in text or choose_precision("auto") != "mixed_bfloat16"
-    assert "The product of two 128 x 128 matrices ran at" in text
-    assert "vgg16-finetune, warm cache:" in text and "warm: the activation cache held" in text
-    assert text.count("times its floor") == 3 and text.count("GB when it began)") == 3
-    assert "Load average over the last 1, 5 and 15 minutes" in text
-    assert text.count("Load average at its end (1, 5, 15 minutes)") == 3
-    assert "XLA ran the cached epoch" in text
-    assert "Not measured: BUSI_DIR is not set and VGG16_WEIGHTS is not set" in text
-    # feature extraction, the peak, fine-tuning epochs, paper runs beside the GPU and their floors
-    assert _figures(notebook) == 5
+    assert figures(notebook) == 3
 
 
 @pytest.mark.slow
 def test_leakage_chapter_runs_on_the_phantom_with_random_features(book, monkeypatch, tmp_path):
-    notebook = _run(book, "06_leakage", monkeypatch, weights="none", image_size=64, n_copies=2,
+    notebook = run_chapter(book, "06_leakage", monkeypatch, weights="none", image_size=64, n_copies=2,
                     n_seeds=1, results_dir=str(tmp_path))
-    text = _outputs(notebook)
+    text = outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text and "the features are random" in text
     assert "n =    300: neither of the two accuracies fit" in text
-    assert _figures(notebook) >= 2  # the copies of one image, the two protocols (and leaked pairs)
+    assert figures(notebook) >= 2  # the copies of one image, the two protocols (and leaked pairs)
     saved = json.loads((tmp_path / "leakage.json").read_text())
     assert saved["is_phantom"] and saved["weights"].startswith("random") and saved["n_copies"] == 2
     runs = saved["runs"]
@@ -189,15 +123,15 @@ def test_leakage_chapter_runs_on_the_phantom_with_random_features(book, monkeypa
 @pytest.mark.slow
 def test_gradcam_chapter_runs_alone_on_the_phantom(book, monkeypatch, tmp_path):
     # an empty results_dir: chapters 02-04 have not run, so the chapter trains the three models
-    notebook = _run(book, "08_gradcam", monkeypatch, profile="smoke", image_size=64,
+    notebook = run_chapter(book, "08_gradcam", monkeypatch, profile="smoke", image_size=64,
                     results_dir=str(tmp_path))
-    text = _outputs(notebook)
+    text = outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text and "The phantom has no burned-in text" in text
     assert "layer block5_conv3" in text and "layer relu5" in text
     flagged = int(re.search(r"(\d+) of \d+ test images have flagged pixels", text).group(1))
     # a Grad-CAM grid per model; with flagged pixels, the flagged pixels and the masked scores too;
     # the cascade (curves and maps), block 4 against block 5, the lesion outlines
-    assert _figures(notebook) == 3 + 2 * (flagged > 0) + 4
+    assert figures(notebook) == 3 + 2 * (flagged > 0) + 4
     correlations = re.findall(r"everything random: (-?\d\.\d+)", text)
     assert len(correlations) == 3 and all(-1 <= float(r) <= 1 for r in correlations)
     outlined = re.search(r"(\d+) of (\d+) test images have a lesion outline", text)
@@ -217,16 +151,15 @@ TINY = {"weights": "none", "epochs": 1,
 
 @pytest.fixture
 def fresh_book(tmp_path):
-    shutil.copytree(ROOT / "book", tmp_path / "book")
-    return tmp_path / "book"
+    return copy_of_the_book(tmp_path)
 
 
 @pytest.mark.slow
 def test_comparison_runs_on_the_phantom(fresh_book, monkeypatch):
-    notebook = _run(fresh_book, "07_comparison", monkeypatch, folds=2, **TINY)
-    text = _outputs(notebook)
+    notebook = run_chapter(fresh_book, "07_comparison", monkeypatch, folds=2, **TINY)
+    text = outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text and "RANDOM weights" in text
-    assert _figures(notebook) == 2  # fold AUCs, ROC curves
+    assert figures(notebook) == 2  # fold AUCs, ROC curves
     assert "It cannot show how much a result moves when only the training seed changes" in text
     assert "With 2 folds each model trains on 50% of the images (less its validation part), against 80%" in text
     assert "p (bootstrap, Holm)" in text
@@ -244,12 +177,12 @@ def test_operating_point_runs_on_the_phantom_without_earlier_chapters(fresh_book
     from busutils.operating_point import threshold_for_sensitivity
 
     assert not (fresh_book / "results").exists()
-    notebook = _run(fresh_book, "09_operating_point", monkeypatch, model="vgg16-transfer",
+    notebook = run_chapter(fresh_book, "09_operating_point", monkeypatch, model="vgg16-transfer",
                     target_sensitivity=0.9, **TINY)
-    text = _outputs(notebook)
+    text = outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text and "RANDOM weights" in text
     # trade-off, confusion matrices, reliability curves, predictive values, decision curve
-    assert _figures(notebook) == 5
+    assert figures(notebook) == 5
     assert re.search(r"BI-RADS 3 asks for at most 2%|No test lesion has a calibrated probability", text)
     assert "2% on the calibrated probability (BI-RADS 3/4)" in text
     assert "chose the epoch, the threshold and the calibration" in text
@@ -261,10 +194,10 @@ def test_operating_point_runs_on_the_phantom_without_earlier_chapters(fresh_book
 
 @pytest.mark.slow
 def test_new_images_chapter_scores_every_model_on_both_test_parts(fresh_book, monkeypatch):
-    notebook = _run(fresh_book, "10_new_images", monkeypatch, profile="smoke")
-    text = _outputs(notebook)
+    notebook = run_chapter(fresh_book, "10_new_images", monkeypatch, profile="smoke")
+    text = outputs(notebook)
     assert "SYNTHETIC PHANTOM" in text and "new images: no test image correlates at" in text
-    assert _figures(notebook) == 2  # likeness, the six intervals
+    assert figures(notebook) == 2  # likeness, the six intervals
     for name in ("baseline", "vgg16-transfer", "vgg16-finetune"):
         assert re.search(rf"{name}: AUC \d\.\d{{3}} on the group-aware test part, \d\.\d{{3}} on new images", text)
         for folder in ("results", "results/new-images"):

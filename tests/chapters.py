@@ -1,0 +1,44 @@
+"""Running the book's chapters in tests: a copy of the book, one chapter executed by papermill on
+the phantom, and what it showed (its printed text and HTML, its figures)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_of_the_book(folder: Path) -> Path:
+    """The book's chapters copied into ``folder``, so that their runs and results land there."""
+    shutil.copytree(ROOT / "book", folder / "book")
+    return folder / "book"
+
+
+def run_chapter(book: Path, name: str, monkeypatch, **parameters) -> dict:
+    """Execute ``book/<name>.ipynb`` in place, without BUSI (the phantom) and with the profile
+    ``quick`` unless ``parameters`` say otherwise; the executed notebook, as JSON."""
+    import papermill  # the book's environment has it; Colab's (the stand-in's) has not
+
+    monkeypatch.delenv("BUSI_DIR", raising=False)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    path = book / f"{name}.ipynb"
+    papermill.execute_notebook(str(path), str(path), parameters={"profile": "quick", **parameters},
+                               cwd=str(book), kernel_name="python3", progress_bar=False)
+    return json.loads(path.read_text())
+
+
+def outputs(notebook: dict) -> str:
+    """Everything the notebook printed or showed as HTML, one output a line."""
+    texts = []
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            texts.append("".join(output.get("text", "")))
+            texts.append("".join(output.get("data", {}).get("text/html", "")))
+    return "\n".join(texts)
+
+
+def figures(notebook: dict) -> int:
+    """How many figures (PNG outputs) the notebook shows."""
+    return sum("image/png" in o.get("data", {}) for c in notebook["cells"] for o in c.get("outputs", []))
