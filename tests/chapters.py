@@ -30,12 +30,24 @@ def run_chapter(book: Path, name: str, monkeypatch, **parameters) -> dict:
 
 
 def outputs(notebook: dict) -> str:
-    """Everything the notebook printed or showed as HTML, one output a line."""
+    """Everything the notebook printed or showed as HTML, one output a line.  What a cell prints
+    to one stream is one output, as the book shows it (``nb_merge_streams``): the kernel may
+    send a single print in two messages, split anywhere."""
     texts = []
     for cell in notebook["cells"]:
+        stream = None  # the stream of the cell's last output, when it was one
         for output in cell.get("outputs", []):
-            texts.append("".join(output.get("text", "")))
-            texts.append("".join(output.get("data", {}).get("text/html", "")))
+            if output.get("output_type") == "stream":
+                text = "".join(output.get("text", ""))
+                if output.get("name") == stream:
+                    texts[-1] += text
+                else:
+                    texts.append(text)
+                stream = output.get("name")
+            else:
+                texts.append("".join(output.get("text", "")))
+                texts.append("".join(output.get("data", {}).get("text/html", "")))
+                stream = None
     return "\n".join(texts)
 
 

@@ -24,6 +24,18 @@ def book(tmp_path_factory):
     return copy_of_the_book(tmp_path_factory.mktemp("book"))
 
 
+def test_a_print_the_kernel_sent_in_two_messages_reads_as_the_book_shows_it():
+    printed = [{"output_type": "stream", "name": "stdout", "text": "95% interval [0.3, 0.7]"},
+               {"output_type": "stream", "name": "stdout", "text": "\nthe interval reported\n"},
+               {"output_type": "stream", "name": "stderr", "text": "a warning\n"},
+               {"output_type": "display_data", "data": {"text/html": "<table></table>"}},
+               {"output_type": "stream", "name": "stdout", "text": "after the table\n"}]
+    notebook = {"cells": [{"cell_type": "code", "outputs": printed},
+                          {"cell_type": "code", "outputs": printed[4:]}]}
+    assert outputs(notebook) == ("95% interval [0.3, 0.7]\nthe interval reported\n\na warning\n\n\n"
+                                 "<table></table>\nafter the table\n\nafter the table\n")
+
+
 # What the mechanics sections of chapters 2 to 4 print, whatever the run gives.
 MECHANICS = {
     "02_baseline_cnn": [r"loss of a malignant image",
