@@ -24,6 +24,14 @@ def book(tmp_path_factory):
     return copy_of_the_book(tmp_path_factory.mktemp("book"))
 
 
+@pytest.mark.slow
+def test_data_tour_runs_on_the_phantom(book, monkeypatch):
+    notebook = run_chapter(book, "01_data_tour", monkeypatch, profile="smoke")
+    text = outputs(notebook)
+    assert "SYNTHETIC PHANTOM" in text and "no true copies" in text
+    assert figures(notebook) >= 4
+
+
 def test_a_print_the_kernel_sent_in_two_messages_reads_as_the_book_shows_it():
     printed = [{"output_type": "stream", "name": "stdout", "text": "95% interval [0.3, 0.7]"},
                {"output_type": "stream", "name": "stdout", "text": "\nthe interval reported\n"},
