@@ -6,7 +6,10 @@ CPUs with AVX512-BF16, and GPUs of compute capability 8.0 or newer (``mixed_floa
 GPUs).  Elsewhere every operation converts to and from float32, and the gain, if any, is small
 (1.1 to 1.2 times float32 for VGG16 features on an AVX2-only CPU, ``make bench``) and bought
 with bfloat16's 8-bit precision, so float32 is kept.  The choice is detected, never assumed:
-the same book runs on whatever machine its reader has.
+the same book runs on whatever machine its reader has.  That includes what the process allows:
+``ONEDNN_MAX_CPU_ISA`` below ``AVX512_CORE_BF16`` (e.g. ``AVX2``, to time the book as on an
+AVX2-only CPU) forbids oneDNN, which computes TensorFlow's convolutions on a CPU, the very
+instructions bfloat16 needs, and bfloat16 convolutions then fail, so ``auto`` keeps float32.
 
 ``BUSUTILS_PRECISION`` (``auto``, ``float32``, ``mixed_bfloat16`` or ``mixed_float16``) overrides
 the profiles' setting for the whole process, like ``VGG16_WEIGHTS`` for the weights: to run the
@@ -25,12 +28,17 @@ from typing import Iterator, Sequence
 import keras
 import numpy as np
 
-__all__ = ["ENV_VAR", "PRECISIONS", "choose_precision", "precision_from_environment", "to_float32", "cpu_flags", "cpu_name", "gpu_compute_capabilities", "precision_scope"]
+__all__ = ["ENV_VAR", "PRECISIONS", "choose_precision", "onednn_allows_bfloat16", "precision_from_environment", "to_float32", "cpu_flags", "cpu_name", "gpu_compute_capabilities", "precision_scope"]
 
 #: Values a profile's ``precision`` setting may take.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+#: Values of ``ONEDNN_MAX_CPU_ISA`` that leave oneDNN its bfloat16 instructions (``ALL``, ``DEFAULT``:
+#: no cap); any other value caps it below them.
+_ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512", "AVX512_CORE_AMX", "AVX10_1_512_AMX",
+                     "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "ALL",
+                     "DEFAULT")
 
 #: The environment variable that overrides the profiles' precision for the whole process.
 ENV_VAR = "BUSUTILS_PRECISION"
@@ -72,6 +80,18 @@ def cpu_name(cpuinfo: str | None = None) -> str:
     return platform.processor() or platform.machine()
 
 
+def onednn_allows_bfloat16() -> bool:
+    """Whether this process lets oneDNN use the CPU's bfloat16 instructions: ``$ONEDNN_MAX_CPU_ISA``
+    (or its older name ``$DNNL_MAX_CPU_ISA``) unset, or set no lower than ``AVX512_CORE_BF16``.
+
+    TensorFlow sends bfloat16 convolutions to oneDNN whenever the CPU has AVX512-BF16 or AMX;
+    under a lower cap oneDNN has no kernel for them and they fail ("could not create a
+    primitive descriptor"), so ``auto`` must not choose bfloat16.
+    """
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return not cap or cap in _ONEDNN_BF16_ISAS
+
+
 def gpu_compute_capabilities() -> list[tuple[int, int]]:
     """Compute capability of each visible GPU (TensorFlow backend; empty without GPUs)."""
     if keras.backend.backend() != "tensorflow":
@@ -91,7 +111,8 @@ def choose_precision(
     """The Keras dtype policy for ``setting``: itself, or for ``"auto"`` the hardware's best.
 
     ``"auto"``: ``mixed_bfloat16`` on GPUs of compute capability >= 8.0, ``mixed_float16`` on
-    older GPUs, ``mixed_bfloat16`` on CPUs with AMX or AVX512-BF16, ``float32`` otherwise.
+    older GPUs, ``mixed_bfloat16`` on CPUs with AMX or AVX512-BF16 (unless this process caps
+    oneDNN below them: :func:`onednn_allows_bfloat16`), ``float32`` otherwise.
     ``flags`` and ``gpus`` default to this machine's (pass them to ask about another one).
     """
     if setting not in PRECISIONS:
@@ -101,7 +122,8 @@ def choose_precision(
     gpus = gpu_compute_capabilities() if gpus is None else list(gpus)
     if gpus:
         return "mixed_bfloat16" if min(gpus) >= (8, 0) else "mixed_float16"
-    flags = cpu_flags() if flags is None else flags
+    if flags is None:  # this machine's, less its bfloat16 instructions where oneDNN may not use them
+        flags = cpu_flags() if onednn_allows_bfloat16() else set()
     return "mixed_bfloat16" if any(flag in flags for flag in _BF16_CPU_FLAGS) else "float32"
 
 

@@ -48,8 +48,32 @@ def test_an_explicit_setting_is_kept_and_an_unknown_one_refused():
 
 def test_auto_on_this_machine_follows_its_own_flags(monkeypatch):
     monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: [])
+    for cap in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(cap, raising=False)
     native = bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
     assert choose_precision("auto") == ("mixed_bfloat16" if native else "float32")
+
+
+@pytest.mark.parametrize("variable, cap, expected", [
+    (None, None, "mixed_bfloat16"),
+    ("ONEDNN_MAX_CPU_ISA", "AVX2", "float32"),  # timing the book as on an AVX2-only CPU
+    ("ONEDNN_MAX_CPU_ISA", "avx512_core", "float32"),  # AVX-512 without its bfloat16 part
+    ("DNNL_MAX_CPU_ISA", "AVX512_CORE_VNNI", "float32"),  # oneDNN's older name for the variable
+    ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16", "mixed_bfloat16"),
+    ("ONEDNN_MAX_CPU_ISA", "avx512_core_amx", "mixed_bfloat16"),
+    ("ONEDNN_MAX_CPU_ISA", "ALL", "mixed_bfloat16"),
+    ("ONEDNN_MAX_CPU_ISA", "", "mixed_bfloat16"),  # set but empty: no cap
+])
+def test_auto_keeps_float32_where_onednn_may_not_use_the_cpus_bfloat16(monkeypatch, variable, cap, expected):
+    monkeypatch.setattr(precision, "_cpuinfo", lambda: AMX)
+    monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: [])
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    if variable:
+        monkeypatch.setenv(variable, cap)
+    assert choose_precision("auto") == expected
+    # a question about another machine is answered from its flags alone
+    assert choose_precision("auto", flags=cpu_flags(AMX), gpus=[]) == "mixed_bfloat16"
 
 
 def test_cpu_flags_and_name_are_read_from_cpuinfo():
