@@ -194,6 +194,31 @@ def chapter_timeout(profile: str) -> int:
     return getattr(settings, "chapter_timeout", None) or TIMEOUTS.get(settings.name, FALLBACK_TIMEOUT)
 
 
+def execute_in_place(path: Path, parameters: dict, *, timeout: int, name: str, limit: str = "",
+                     attempts: int = ATTEMPTS) -> None:
+    """Execute the notebook ``path`` in place with papermill, in its folder, each cell given at most
+    ``timeout`` seconds.
+
+    A cell that runs past it (nbclient can miss the end of a cell that shows an ipywidget) gets
+    the notebook back as it was and executed once more, up to ``attempts`` times in all; then a
+    ``TimeoutError`` names the notebook (``name``) and the limit (``limit`` says where it comes from).
+    """
+    original = path.read_bytes()
+    for attempt in range(1, attempts + 1):
+        try:
+            papermill.execute_notebook(str(path), str(path), parameters=parameters, cwd=str(path.parent),
+                                       kernel_name="python3", progress_bar=False, log_output=False,
+                                       execution_timeout=timeout)
+            return
+        except TimeoutError as error:
+            if attempt == attempts:
+                raise TimeoutError(
+                    f"{name}: a cell ran longer than {timeout} s{limit}, in each of {attempts} attempts; "
+                    f"the partly executed notebook is {path}") from error
+            print(f"  {name}: a cell ran longer than {timeout} s; executing the notebook once more", flush=True)
+            path.write_bytes(original)
+
+
 def execute_book(root: Path, out: Path, profile: str, *, only: list[str] | None = None,
                  timeout: int | None = None) -> dict:
     """Execute the book's notebooks into ``out``; return (and write) their run times."""
@@ -213,28 +238,8 @@ def execute_book(root: Path, out: Path, profile: str, *, only: list[str] | None 
         parameters = {"profile": profile}
         if "results_dir" in papermill.inspect_notebook(str(path)):  # one folder of runs for the whole book
             parameters["results_dir"] = os.path.relpath(results, path.parent)
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                papermill.execute_notebook(
-                    str(path),
-                    str(path),
-                    parameters=parameters,
-                    cwd=str(path.parent),
-                    kernel_name="python3",
-                    progress_bar=False,
-                    log_output=False,
-                    execution_timeout=timeout,
-                )
-                break
-            except TimeoutError as error:
-                if attempt == ATTEMPTS:
-                    raise TimeoutError(
-                        f"{name}: a cell ran longer than {timeout} s, the limit for profile {profile!r} "
-                        f"(--timeout changes it), in each of {ATTEMPTS} attempts; the partly executed "
-                        f"notebook is {path}") from error
-                print(f"  {name}: a cell ran longer than {timeout} s; executing the notebook once more",
-                      flush=True)
-                shutil.copy2(root / path.relative_to(out), path)
+        execute_in_place(path, parameters, timeout=timeout, name=name,
+                         limit=f", the limit for profile {profile!r} (--timeout changes it)")
         seconds = finish_notebook(path, machine, profile, folders=[out, root, Path.home(), *data_folders()])
         times["notebooks"][name] = {"seconds": round(seconds, 1)}
         (out / RUN_TIMES).write_text(json.dumps(times, indent=2) + "\n")

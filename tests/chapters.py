@@ -16,16 +16,21 @@ def copy_of_the_book(folder: Path) -> Path:
     return folder / "book"
 
 
+#: Seconds a cell of a chapter run by a test may take (the slowest take about a minute here) before
+#: the chapter is executed once more, as the book's build does: nbclient can, at random, never see
+#: the end of a cell that shows an ipywidget (chapter 09's slider hung a CI run's tests that way).
+CELL_TIMEOUT = 600
+
+
 def run_chapter(book: Path, name: str, monkeypatch, **parameters) -> dict:
     """Execute ``book/<name>.ipynb`` in place, without BUSI (the phantom) and with the profile
     ``quick`` unless ``parameters`` say otherwise; the executed notebook, as JSON."""
-    import papermill  # the book's environment has it; Colab's (the stand-in's) has not
+    from execute_book import execute_in_place  # papermill: the book's environment has it, Colab's not
 
     monkeypatch.delenv("BUSI_DIR", raising=False)
     monkeypatch.delenv("MPLBACKEND", raising=False)
     path = book / f"{name}.ipynb"
-    papermill.execute_notebook(str(path), str(path), parameters={"profile": "quick", **parameters},
-                               cwd=str(book), kernel_name="python3", progress_bar=False)
+    execute_in_place(path, {"profile": "quick", **parameters}, timeout=CELL_TIMEOUT, name=f"book/{name}")
     return json.loads(path.read_text())
 
 
