@@ -34,6 +34,8 @@ __all__ = ["ENV_VAR", "PRECISIONS", "choose_precision", "onednn_allows_bfloat16"
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+#: The variable that caps the instruction sets oneDNN uses, under its name and its older one.
+_ONEDNN_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 #: Values of ``ONEDNN_MAX_CPU_ISA`` that leave oneDNN its bfloat16 instructions (``ALL``, ``DEFAULT``:
 #: no cap); any other value caps it below them.
 _ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512", "AVX512_CORE_AMX", "AVX10_1_512_AMX",
@@ -88,7 +90,7 @@ def onednn_allows_bfloat16() -> bool:
     under a lower cap oneDNN has no kernel for them and they fail ("could not create a
     primitive descriptor"), so ``auto`` must not choose bfloat16.
     """
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    cap = next((os.environ[name] for name in _ONEDNN_CAP_VARIABLES if os.environ.get(name)), "").strip().upper()
     return not cap or cap in _ONEDNN_BF16_ISAS
 
 

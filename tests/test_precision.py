@@ -46,10 +46,15 @@ def test_an_explicit_setting_is_kept_and_an_unknown_one_refused():
         choose_precision("bfloat16", flags=set(), gpus=[])
 
 
-def test_auto_on_this_machine_follows_its_own_flags(monkeypatch):
+@pytest.fixture
+def uncapped(monkeypatch):
+    """No oneDNN cap in this process, whatever the shell that started the tests set."""
+    for name in precision._ONEDNN_CAP_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_auto_on_this_machine_follows_its_own_flags(monkeypatch, uncapped):
     monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: [])
-    for cap in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
-        monkeypatch.delenv(cap, raising=False)
     native = bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
     assert choose_precision("auto") == ("mixed_bfloat16" if native else "float32")
 
@@ -64,11 +69,10 @@ def test_auto_on_this_machine_follows_its_own_flags(monkeypatch):
     ("ONEDNN_MAX_CPU_ISA", "ALL", "mixed_bfloat16"),
     ("ONEDNN_MAX_CPU_ISA", "", "mixed_bfloat16"),  # set but empty: no cap
 ])
-def test_auto_keeps_float32_where_onednn_may_not_use_the_cpus_bfloat16(monkeypatch, variable, cap, expected):
+def test_auto_keeps_float32_where_onednn_may_not_use_the_cpus_bfloat16(monkeypatch, uncapped, variable, cap,
+                                                                        expected):
     monkeypatch.setattr(precision, "_cpuinfo", lambda: AMX)
     monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: [])
-    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
-        monkeypatch.delenv(name, raising=False)
     if variable:
         monkeypatch.setenv(variable, cap)
     assert choose_precision("auto") == expected
