@@ -31,7 +31,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 import keras
 import numpy as np
 
-from .precision import choose_precision, cpu_flags, cpu_name, gpu_compute_capabilities, precision_scope
+from .precision import (bfloat16_support, choose_precision, cpu_flags, cpu_name, gpu_compute_capabilities, onednn_cap,
+                        precision_scope, runs_here)
 
 __all__ = [
     "BOOK_TIMES_PATH",
@@ -39,6 +40,7 @@ __all__ = [
     "REPORTED_FLAGS",
     "RESULTS_PATH",
     "activation_cache",
+    "bfloat16_here",
     "book_run_times",
     "describe_precision_accuracy",
     "feature_extraction_speed",
@@ -99,9 +101,26 @@ def machine() -> dict:
         "flags": {flag: flag in flags for flag in REPORTED_FLAGS},
         "gpus": [f"compute capability {major}.{minor}" for major, minor in gpu_compute_capabilities()],
         "precision": choose_precision("auto"),
+        "bfloat16": bfloat16_support(),
+        "onednn_cap": onednn_cap(),
         "keras_backend": keras.backend.backend(),
         **versions,
     }
+
+
+def bfloat16_here(report: Mapping) -> str:
+    """How the machine of a :func:`machine` report computes bfloat16: a key of
+    :data:`busutils.precision.BFLOAT16_SUPPORT` (reports older than that entry: from their flags)."""
+    if "bfloat16" in report:
+        return report["bfloat16"]
+    return "gpu" if report["gpus"] else bfloat16_support(flags={flag for flag, on in report["flags"].items() if on},
+                                                         gpus=[])
+
+
+def _barred() -> str:
+    """Why a 16-bit precision cannot run in this process (see :func:`busutils.precision.runs_here`)."""
+    return (f"ONEDNN_MAX_CPU_ISA={onednn_cap()} bars oneDNN from the processor's bfloat16 instructions, and "
+            "TensorFlow's 16-bit layers fail there (a cap set to time the book as on an older processor)")
 
 
 def load_average() -> list[float] | None:
@@ -227,7 +246,8 @@ def feature_extraction_speed(
 
     automatic = choose_precision("auto")
     names = {f"auto ({automatic})": automatic, "float32": "float32"}
-    names.update({policy: policy for policy in compare if policy not in names.values()})
+    names.update({policy: policy for policy in compare if policy not in names.values() and runs_here(policy)})
+    not_measured = {policy: _barred() for policy in compare if not runs_here(policy)}
     x = np.random.default_rng(seed).integers(0, 256, size=(n_images, image_size, image_size), dtype=np.uint8)
     tasks = {}
     for label, policy in names.items():
@@ -245,7 +265,7 @@ def feature_extraction_speed(
     out = {"value": round(runs[auto_label]["images_per_s"] / runs["float32"]["images_per_s"], 3),
            "automatic_precision": automatic, "runs": runs, "n_images": n_images, "image_size": image_size,
            "batch_size": batch_size, "method": _method(repeats),
-           "policies": names, "multiply_adds_per_image": forward_multiply_adds(base)}
+           "policies": names, "multiply_adds_per_image": forward_multiply_adds(base), "not_measured": not_measured}
     if matmuls:
         out["matmul"] = {"size": matmul_size,
                          "runs": {dtype: _gflops(matmul_size, seconds[label]) for dtype, label in matmuls.items()}}
@@ -676,6 +696,10 @@ def precision_accuracy(
 
     if len(precisions) != 2:
         raise ValueError(f"precisions must name two precisions to compare, got {list(precisions)}")
+    barred = [precision for precision in precisions if not runs_here(precision)]
+    if barred:
+        return {"value": None, "precisions": list(precisions),
+                "reason": f"{' and '.join(barred)} cannot run in this process: {_barred()}"}
     data_dir = data_dir or os.environ.get("BUSI_DIR") or None
     if require_real:
         missing = [f"{name} is not set" for name, value in (("BUSI_DIR", data_dir),

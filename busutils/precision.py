@@ -28,12 +28,19 @@ from typing import Iterator, Sequence
 import keras
 import numpy as np
 
-__all__ = ["ENV_VAR", "PRECISIONS", "choose_precision", "onednn_allows_bfloat16", "precision_from_environment", "to_float32", "cpu_flags", "cpu_name", "gpu_compute_capabilities", "precision_scope"]
+__all__ = ["BFLOAT16_SUPPORT", "ENV_VAR", "PRECISIONS", "bfloat16_support", "choose_precision", "onednn_allows_bfloat16", "onednn_cap", "runs_here", "precision_from_environment", "to_float32", "cpu_flags", "cpu_name", "gpu_compute_capabilities", "precision_scope"]
 
 #: Values a profile's ``precision`` setting may take.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+#: How a machine may compute bfloat16 (:func:`bfloat16_support`), in words a page can show.
+BFLOAT16_SUPPORT = {
+    "gpu": "on the GPU",
+    "native": "natively",
+    "barred": "not at all in this process (ONEDNN_MAX_CPU_ISA bars oneDNN from the processor's bfloat16 instructions)",
+    "emulated": "without native support (converted to and from float32 around every operation)",
+}
 #: The variable that caps the instruction sets oneDNN uses, under its name and its older one.
 _ONEDNN_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 #: Values of ``ONEDNN_MAX_CPU_ISA`` that leave oneDNN its bfloat16 instructions (``ALL``, ``DEFAULT``:
@@ -82,6 +89,13 @@ def cpu_name(cpuinfo: str | None = None) -> str:
     return platform.processor() or platform.machine()
 
 
+def onednn_cap() -> str | None:
+    """The instruction set this process caps oneDNN at (``$ONEDNN_MAX_CPU_ISA``, else its older
+    name ``$DNNL_MAX_CPU_ISA``), upper-case; ``None`` when neither is set."""
+    cap = next((os.environ[name] for name in _ONEDNN_CAP_VARIABLES if os.environ.get(name)), "").strip().upper()
+    return cap or None
+
+
 def onednn_allows_bfloat16() -> bool:
     """Whether this process lets oneDNN use the CPU's bfloat16 instructions: ``$ONEDNN_MAX_CPU_ISA``
     (or its older name ``$DNNL_MAX_CPU_ISA``) unset, or set no lower than ``AVX512_CORE_BF16``.
@@ -90,8 +104,8 @@ def onednn_allows_bfloat16() -> bool:
     under a lower cap oneDNN has no kernel for them and they fail ("could not create a
     primitive descriptor"), so ``auto`` must not choose bfloat16.
     """
-    cap = next((os.environ[name] for name in _ONEDNN_CAP_VARIABLES if os.environ.get(name)), "").strip().upper()
-    return not cap or cap in _ONEDNN_BF16_ISAS
+    cap = onednn_cap()
+    return cap is None or cap in _ONEDNN_BF16_ISAS
 
 
 def gpu_compute_capabilities() -> list[tuple[int, int]]:
@@ -107,14 +121,31 @@ def gpu_compute_capabilities() -> list[tuple[int, int]]:
     return found
 
 
+def bfloat16_support(*, flags: set[str] | None = None, gpus: Sequence[tuple[int, int]] | None = None) -> str:
+    """How the machine computes bfloat16, a key of :data:`BFLOAT16_SUPPORT`: ``"gpu"``; ``"native"``
+    (a CPU with AMX or AVX512-BF16); ``"barred"`` (such a CPU, but this process caps oneDNN below
+    those instructions, see :func:`onednn_allows_bfloat16`); else ``"emulated"``.
+
+    ``flags`` and ``gpus`` default to this machine's (pass them to ask about another one; the
+    answer then rests on them alone, never ``"barred"``).
+    """
+    gpus = gpu_compute_capabilities() if gpus is None else list(gpus)
+    if gpus:
+        return "gpu"
+    if flags is None and not onednn_allows_bfloat16():
+        return "barred" if any(flag in cpu_flags() for flag in _BF16_CPU_FLAGS) else "emulated"
+    flags = cpu_flags() if flags is None else flags
+    return "native" if any(flag in flags for flag in _BF16_CPU_FLAGS) else "emulated"
+
+
 def choose_precision(
     setting: str = "auto", *, flags: set[str] | None = None, gpus: Sequence[tuple[int, int]] | None = None
 ) -> str:
     """The Keras dtype policy for ``setting``: itself, or for ``"auto"`` the hardware's best.
 
     ``"auto"``: ``mixed_bfloat16`` on GPUs of compute capability >= 8.0, ``mixed_float16`` on
-    older GPUs, ``mixed_bfloat16`` on CPUs with AMX or AVX512-BF16 (unless this process caps
-    oneDNN below them: :func:`onednn_allows_bfloat16`), ``float32`` otherwise.
+    older GPUs, ``mixed_bfloat16`` on CPUs that compute bfloat16 natively (AMX or AVX512-BF16,
+    unless this process caps oneDNN below them: :func:`bfloat16_support`), ``float32`` otherwise.
     ``flags`` and ``gpus`` default to this machine's (pass them to ask about another one).
     """
     if setting not in PRECISIONS:
@@ -124,9 +155,15 @@ def choose_precision(
     gpus = gpu_compute_capabilities() if gpus is None else list(gpus)
     if gpus:
         return "mixed_bfloat16" if min(gpus) >= (8, 0) else "mixed_float16"
-    if flags is None:  # this machine's, less its bfloat16 instructions where oneDNN may not use them
-        flags = cpu_flags() if onednn_allows_bfloat16() else set()
-    return "mixed_bfloat16" if any(flag in flags for flag in _BF16_CPU_FLAGS) else "float32"
+    return "mixed_bfloat16" if bfloat16_support(flags=flags, gpus=gpus) == "native" else "float32"
+
+
+def runs_here(setting: str) -> bool:
+    """Whether this process can compute in the precision ``setting`` at all: always, except a
+    16-bit one (bfloat16 or float16) where :func:`bfloat16_support` is ``"barred"``, since
+    TensorFlow then sends its layers to oneDNN, which has no kernel left for them."""
+    policy = choose_precision(setting)
+    return keras.DTypePolicy(policy).compute_dtype == "float32" or bfloat16_support() != "barred"
 
 
 @contextlib.contextmanager

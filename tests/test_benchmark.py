@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import pytest
 
-from busutils import benchmark
-from busutils.precision import choose_precision, cpu_flags
+from busutils import benchmark, precision
+from busutils.precision import choose_precision, cpu_flags, runs_here
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,7 +141,8 @@ def test_micro_benchmarks_measure_what_they_say(monkeypatch, tmp_path):
                                    matmul_size=64)
     features = found["feature_extraction_speedup"]
     assert set(features["runs"]) == {f"auto ({choose_precision('auto')})", "float32", "mixed_bfloat16"} - (
-        {"mixed_bfloat16"} if choose_precision("auto") == "mixed_bfloat16" else set())
+        {"mixed_bfloat16"} if choose_precision("auto") == "mixed_bfloat16" or not runs_here("mixed_bfloat16")
+        else set())
     auto, float32 = (run["median_s"] for run in list(features["runs"].values())[:2])
     assert features["value"] == pytest.approx(float32 / auto, rel=0.01)
     assert set(found["matmul_peak_gflops"]["value"]) == set(benchmark.peak_dtypes(choose_precision("auto")))
@@ -162,7 +163,8 @@ SMALL = ["--image-size", "32", "--batch-size", "4", "--pipeline-images", "8", "-
 
 def _bench_script(out: Path, cache: Path, *options: str) -> None:
     """Run ``benchmarks/run_benchmarks.py`` on the phantom with random weights, writing ``out``."""
-    env = {key: value for key, value in os.environ.items() if key not in ("BUSI_DIR", "VGG16_WEIGHTS")}
+    unset = ("BUSI_DIR", "VGG16_WEIGHTS", *precision._ONEDNN_CAP_VARIABLES)
+    env = {key: value for key, value in os.environ.items() if key not in unset}
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_benchmarks.py"), "--out", str(out),
                     *SMALL, *options], check=True, capture_output=True, env={**env, "BUSUTILS_CACHE": str(cache)})
 
@@ -224,6 +226,7 @@ def test_performance_page_shows_the_results_of_make_bench(bench_results, monkeyp
     assert "not timed" in text  # the paper's baseline time has no counterpart here
     assert "times the paper's time on its GPU" in text and "Training took" in text
     assert "of the bfloat16 peak" in text or choose_precision("auto") != "mixed_bfloat16"
+    assert "as many images a second as float32 here" in text  # bfloat16 beside float32: the choice checked
     assert "The product of two 128 x 128 matrices ran at" in text
     assert "vgg16-finetune, warm cache:" in text and "warm: the activation cache held" in text
     assert text.count("times its floor") == 3 and text.count("GB when it began)") == 3
@@ -380,6 +383,28 @@ def test_precision_check_without_busi_or_weights_says_why(monkeypatch):
     assert benchmark.describe_precision_accuracy(report).startswith("Not measured: BUSI_DIR is not set")
     with pytest.raises(ValueError, match="two precisions"):
         benchmark.precision_accuracy(precisions=("float32",))
+
+
+def test_where_onednn_is_barred_from_bfloat16_the_benchmarks_measure_float32_and_say_why(monkeypatch):
+    """On a CPU with AMX, ``ONEDNN_MAX_CPU_ISA=AVX2`` (to time the book as on an AVX2-only CPU)
+    makes every 16-bit layer fail: the benchmarks leave those runs out and say why."""
+    for name in precision._ONEDNN_CAP_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(precision, "_cpuinfo", lambda: "model name\t: Xeon\nflags\t\t: avx2 avx512_bf16 amx_bf16\n")
+    monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: [])
+    assert benchmark.machine()["bfloat16"] == "native" and benchmark.machine()["onednn_cap"] is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    machine = benchmark.machine()
+    assert (machine["bfloat16"], machine["onednn_cap"], machine["precision"]) == ("barred", "AVX2", "float32")
+    assert benchmark.bfloat16_here(machine) == "barred"
+    older = {key: value for key, value in machine.items() if key != "bfloat16"}  # a report from before the entry
+    assert benchmark.bfloat16_here(older) == "native"
+    report = benchmark.precision_accuracy()
+    assert report["value"] is None and report["reason"].startswith("mixed_bfloat16 cannot run in this process")
+    assert "ONEDNN_MAX_CPU_ISA=AVX2" in report["reason"]
+    features = benchmark.feature_extraction_speed(image_size=32, n_images=4, batch_size=4, repeats=1)
+    assert set(features["runs"]) == {"auto (float32)", "float32"}
+    assert "ONEDNN_MAX_CPU_ISA=AVX2 bars oneDNN" in features["not_measured"]["mixed_bfloat16"]
 
 
 def _accuracy_report(low: float, high: float) -> dict:

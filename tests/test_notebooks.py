@@ -14,6 +14,7 @@ import re
 
 import pytest
 
+from busutils.precision import cpu_flags
 from chapters import copy_of_the_book, figures, outputs, run_chapter
 
 papermill = pytest.importorskip("papermill")
@@ -104,12 +105,19 @@ def test_how_sure_chapter_runs_on_the_phantom(book, monkeypatch):
 
 @pytest.mark.slow
 def test_performance_page_measures_what_it_can_without_make_bench(book, monkeypatch):
+    # with oneDNN capped at AVX2, as to time the book as on an AVX2-only CPU: float32, and on a
+    # CPU with bfloat16 instructions no bfloat16 run (it would fail), but the page says why
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     notebook = run_chapter(book, "appendix_performance", monkeypatch, image_size=32, n_images=8, repeats=1)
     text = outputs(notebook)
     assert "No results of `make bench` were found" in text and "32 x 32 pixels" in text
-    assert "precision chosen" in text and "float32" in text
+    assert "precision chosen" in text and "float32" in text and "mixed_bfloat16" not in text
     assert "No paper-profile run has been timed" in text
-    assert "as many images a second as float32 here" in text  # the check of the precision choice
+    if {"amx_bf16", "avx512_bf16"} & cpu_flags():
+        assert "but this process caps oneDNN at AVX2" in text
+        assert "bfloat16 was not measured: ONEDNN_MAX_CPU_ISA=AVX2 bars oneDNN" in text
+    else:  # the check of the precision choice: bfloat16 emulated beside float32
+        assert "neither AMX nor AVX512-BF16" in text and "as many images a second as float32 here" in text
     assert "The product of two 1024 x 1024 matrices ran at" in text and "of the float32 peak" in text
     assert "XLA ran the cached epoch" in text
     assert "Not measured: only `make bench` runs this check" in text  # the accuracy of bfloat16

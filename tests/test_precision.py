@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from busutils import precision
-from busutils.precision import PRECISIONS, choose_precision, cpu_flags, cpu_name, precision_scope
+from busutils.precision import (PRECISIONS, bfloat16_support, choose_precision, cpu_flags, cpu_name, precision_scope,
+                                runs_here)
 
 # /proc/cpuinfo excerpts of three kinds of CPU (flags shortened to the ones that matter).
 AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx fma avx2\n"
@@ -78,6 +79,29 @@ def test_auto_keeps_float32_where_onednn_may_not_use_the_cpus_bfloat16(monkeypat
     assert choose_precision("auto") == expected
     # a question about another machine is answered from its flags alone
     assert choose_precision("auto", flags=cpu_flags(AMX), gpus=[]) == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize("cpuinfo, cap, expected", [
+    (AMX, None, "native"),
+    (AMX, "AVX2", "barred"),  # the CPU has bfloat16 instructions; oneDNN may not use them
+    (AVX512_BF16, "AVX512_CORE_BF16", "native"),
+    (AVX2_ONLY, None, "emulated"),
+    (AVX2_ONLY, "AVX2", "emulated"),  # nothing to bar: bfloat16 is converted to and from float32
+])
+def test_bfloat16_support_says_how_and_whether_16_bit_precisions_run(monkeypatch, uncapped, cpuinfo, cap,
+                                                                      expected):
+    monkeypatch.setattr(precision, "_cpuinfo", lambda: cpuinfo)
+    monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: [])
+    if cap:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert precision.onednn_cap() == cap
+    assert bfloat16_support() == expected and expected in precision.BFLOAT16_SUPPORT
+    assert runs_here("float32") and runs_here("auto")
+    for setting in ("mixed_bfloat16", "mixed_float16"):
+        assert runs_here(setting) is (expected != "barred")
+    # a question about another machine is answered from its flags alone
+    assert bfloat16_support(flags=cpu_flags(cpuinfo), gpus=[]) == ("emulated" if cpuinfo == AVX2_ONLY else "native")
+    assert bfloat16_support(gpus=[(7, 5)]) == "gpu"
 
 
 def test_cpu_flags_and_name_are_read_from_cpuinfo():
