@@ -227,6 +227,7 @@ def test_performance_page_shows_the_results_of_make_bench(bench_results, monkeyp
     assert "times the paper's time on its GPU" in text and "Training took" in text
     assert "of the bfloat16 peak" in text or choose_precision("auto") != "mixed_bfloat16"
     assert "as many images a second as float32 here" in text  # bfloat16 beside float32: the choice checked
+    assert "oneDNN capped at" not in text  # no cap, no such row
     assert "The product of two 128 x 128 matrices ran at" in text
     assert "vgg16-finetune, warm cache:" in text and "warm: the activation cache held" in text
     assert text.count("times its floor") == 3 and text.count("GB when it began)") == 3

@@ -112,6 +112,7 @@ def test_performance_page_measures_what_it_can_without_make_bench(book, monkeypa
     text = outputs(notebook)
     assert "No results of `make bench` were found" in text and "32 x 32 pixels" in text
     assert "precision chosen" in text and "float32" in text and "mixed_bfloat16" not in text
+    assert "oneDNN capped at" in text  # the machine table shows the cap
     assert "No paper-profile run has been timed" in text
     if {"amx_bf16", "avx512_bf16"} & cpu_flags():
         assert "but this process caps oneDNN at AVX2" in text
