@@ -246,8 +246,9 @@ def feature_extraction_speed(
 
     automatic = choose_precision("auto")
     names = {f"auto ({automatic})": automatic, "float32": "float32"}
-    names.update({policy: policy for policy in compare if policy not in names.values() and runs_here(policy)})
-    not_measured = {policy: _barred() for policy in compare if not runs_here(policy)}
+    runnable = {policy: runs_here(policy) for policy in compare}
+    names.update({policy: policy for policy in compare if policy not in names.values() and runnable[policy]})
+    not_measured = {policy: _barred() for policy in compare if not runnable[policy]}
     x = np.random.default_rng(seed).integers(0, 256, size=(n_images, image_size, image_size), dtype=np.uint8)
     tasks = {}
     for label, policy in names.items():

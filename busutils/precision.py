@@ -28,12 +28,13 @@ from typing import Iterator, Sequence
 import keras
 import numpy as np
 
-__all__ = ["BFLOAT16_SUPPORT", "ENV_VAR", "PRECISIONS", "bfloat16_support", "choose_precision", "onednn_allows_bfloat16", "onednn_cap", "runs_here", "precision_from_environment", "to_float32", "cpu_flags", "cpu_name", "gpu_compute_capabilities", "precision_scope"]
+__all__ = ["BF16_CPU_FLAGS", "BFLOAT16_SUPPORT", "ENV_VAR", "PRECISIONS", "bfloat16_support", "choose_precision", "onednn_allows_bfloat16", "onednn_cap", "runs_here", "precision_from_environment", "to_float32", "cpu_flags", "cpu_name", "gpu_compute_capabilities", "precision_scope"]
 
 #: Values a profile's ``precision`` setting may take.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
-_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+#: The CPU flags that make bfloat16 native: AMX and AVX512-BF16.
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 #: How a machine may compute bfloat16 (:func:`bfloat16_support`), in words a page can show.
 BFLOAT16_SUPPORT = {
     "gpu": "on the GPU",
@@ -133,9 +134,9 @@ def bfloat16_support(*, flags: set[str] | None = None, gpus: Sequence[tuple[int,
     if gpus:
         return "gpu"
     if flags is None and not onednn_allows_bfloat16():
-        return "barred" if any(flag in cpu_flags() for flag in _BF16_CPU_FLAGS) else "emulated"
+        return "barred" if any(flag in cpu_flags() for flag in BF16_CPU_FLAGS) else "emulated"
     flags = cpu_flags() if flags is None else flags
-    return "native" if any(flag in flags for flag in _BF16_CPU_FLAGS) else "emulated"
+    return "native" if any(flag in flags for flag in BF16_CPU_FLAGS) else "emulated"
 
 
 def choose_precision(
