@@ -148,17 +148,20 @@ class Trained:
     settings: dict = field(default_factory=dict)  # what really ran: precision, copies, cached layer...
     frozen: FrozenVGG16 | None = field(default=None, repr=False)  # the VGG16 models' cached front
 
-    def predict(self, images: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
+    def predict(self, images: np.ndarray, *, batch_size: int = 32, what: str | None = None) -> np.ndarray:
         """Scores for ``images``, as :func:`busutils.train.predict_scores` of the whole model gives them.
 
         For the VGG16 models the frozen front's activations come from the disk cache (computed
         once per image in the whole book) and only the layers after it run, so scoring images
-        the model trained or validated on costs little; the scores then differ from the whole
-        model's only by the rounding of the cached activations (stored as float16).
+        whose activations some chapter has cached costs little; the scores then differ from the
+        whole model's only by the rounding of the cached activations (stored as float16), the
+        rounding the model was trained through.  ``what`` (default :meth:`describe`) names the
+        model in the error raised for scores that are not finite.
         """
+        what = what or self.describe()
         if self.frozen is None:
-            return predict_scores(self.model, images, batch_size=batch_size, what=self.describe())
-        return self.frozen.predict(images, batch_size=batch_size)
+            return predict_scores(self.model, images, batch_size=batch_size, what=what)
+        return self.frozen.predict(images, batch_size=batch_size, what=what)
 
     def describe(self) -> str:
         """The model, its last training stage and its precision, for messages."""
@@ -272,10 +275,17 @@ def train_model(
                    used_settings, frozen)
 
 
-def metrics_of_model(model: keras.Model, dataset: Dataset, *, n_boot: int = 1000, seed: int = 0,
+def metrics_of_model(model: keras.Model | Trained, dataset: Dataset, *, n_boot: int = 1000, seed: int = 0,
                      batch_size: int = 32, what: str | None = None) -> dict:
-    """Metrics of ``model`` on ``dataset`` with 95% bootstrap CIs (resampling duplicate groups)."""
-    scores = predict_scores(model, dataset.images, batch_size=batch_size, what=what)
+    """Metrics of ``model`` on ``dataset`` with 95% bootstrap CIs (resampling duplicate groups).
+
+    ``model``: a Keras model, which scores the images whole (as a saved model does), or a
+    :class:`Trained`, which scores them through its cached front (:meth:`Trained.predict`).
+    """
+    if isinstance(model, Trained):
+        scores = model.predict(dataset.images, batch_size=batch_size, what=what)
+    else:
+        scores = predict_scores(model, dataset.images, batch_size=batch_size, what=what)
     out = metrics_with_ci(dataset.labels, scores, list(dataset.class_names), n_boot=n_boot, seed=seed,
                           groups=dataset.groups)
     out["scores"] = np.asarray(scores).tolist()

@@ -158,10 +158,13 @@ class FrozenVGG16:
         return store.get(images, lambda x: extract_features(self.pooler, self.activations(x),
                                                             batch_size=self.batch_size))
 
-    def predict(self, images: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
-        """The whole model's scores for ``images``, read through the cached front (rounded to float16)."""
+    def predict(self, images: np.ndarray, *, batch_size: int | None = None, what: str | None = None) -> np.ndarray:
+        """The whole model's scores for ``images``, read through the cached front (rounded to float16).
+
+        ``what`` names the model in the error raised for scores that are not finite.
+        """
         return predict_scores(self.back, self.activations(np.asarray(images)),
-                              batch_size=batch_size or self.batch_size, what=f"{self.name} ({self.policy})")
+                              batch_size=batch_size or self.batch_size, what=what or f"{self.name} ({self.policy})")
 
     # ------------------------------------------------------------------ training
 

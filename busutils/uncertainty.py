@@ -327,7 +327,7 @@ def spread_over_seeds(dataset, settings, seeds: Sequence[int], *, vary: str = "t
                                   seed=split_seed)
             trained = train_model(model, split, settings, seed=train_seed, weights=weights, verbose=0,
                                   copies_seed=0)
-            test = metrics_of_model(trained.model, split.test, n_boot=settings.n_boot, seed=0,
+            test = metrics_of_model(trained, split.test, n_boot=settings.n_boot, seed=0,
                                     batch_size=settings.batch_size)
             low, high = test["ci95"]["auc"]
             rows.append({"seed": int(seed), "vary": vary, "auc": test["metrics"]["auc"], "low": low,

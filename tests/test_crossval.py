@@ -95,6 +95,28 @@ def test_summaries_weights_and_paired_tests(comparison, tiny_data):
 
 
 @pytest.mark.slow
+def test_folds_score_vgg16_through_its_cached_front_never_the_whole_network(tiny_data, monkeypatch):
+    """Every image a fold tests trained in the other folds: its VGG16 activations are cached, and
+    scoring it runs only the layers after them (VGG16 whole on a fold's test images was the
+    largest cost of a cross-validation on a CPU)."""
+    from busutils import train
+
+    scored_whole = []
+    real = train.extract_features
+
+    def spy(extractor, x, **kwargs):
+        if np.asarray(x).ndim == 3:  # greyscale images, not activations: the whole network runs
+            scored_whole.append(extractor.name)
+        return real(extractor, x, **kwargs)
+
+    monkeypatch.setattr(train, "extract_features", spy)
+    result = compare_models(tiny_data, tiny_profile(), models=["baseline", "vgg16-transfer"], folds=2,
+                            weights="none", log=None)
+    assert scored_whole == ["baseline_cnn", "baseline_cnn"]  # the baseline has no front: images, fold by fold
+    assert len(result["predictions"]["scores"]["vgg16-transfer"]) == len(tiny_data)
+
+
+@pytest.mark.slow
 def test_the_comparison_round_trips_through_json(comparison, tmp_path):
     path = write_json_atomic(tmp_path / "compare.json", comparison)
     assert read_json(path) == to_jsonable(comparison)
@@ -192,6 +214,10 @@ class _Untrained:
     def describe(self) -> str:
         return "baseline (untrained stand-in)"
 
+    def predict(self, images, *, batch_size=32, what=None):
+        """Scores that follow the images' brightness."""
+        return images.reshape(len(images), -1).mean(axis=1) / 255
+
 
 def _no_training(*args, **kwargs):
     raise AssertionError("nothing may be trained before the folds are checked")
@@ -238,8 +264,6 @@ def test_undefined_fold_metrics_are_counted_never_averaged(tiny_data, monkeypatc
         return metrics
 
     monkeypatch.setattr(crossval, "train_model", lambda *args, **kwargs: _Untrained())
-    monkeypatch.setattr(crossval, "predict_scores",
-                        lambda model, images, batch_size, what: images.reshape(len(images), -1).mean(axis=1) / 255)
     monkeypatch.setattr(crossval, "classification_metrics", one_fold_undefined)
     result = compare_models(tiny_data, tiny_profile(), models=["baseline"], folds=3, log=None)
     model = result["models"]["baseline"]
@@ -275,6 +299,7 @@ def test_a_model_with_scores_that_are_not_finite_is_named_with_its_fold(tiny_dat
     import keras
 
     from busutils import crossval
+    from busutils.train import predict_scores
 
     class Broken(_Untrained):
         model = keras.Sequential([keras.Input((48, 48, 3)), keras.layers.Flatten(),
@@ -283,6 +308,9 @@ def test_a_model_with_scores_that_are_not_finite_is_named_with_its_fold(tiny_dat
 
         def describe(self):
             return "baseline (after its baseline stage, float32)"
+
+        def predict(self, images, *, batch_size=32, what=None):
+            return predict_scores(self.model, images, batch_size=batch_size, what=what)
 
     Broken.model.layers[-1].bias.assign([np.nan])
     monkeypatch.setattr(crossval, "train_model", lambda *args, **kwargs: Broken())

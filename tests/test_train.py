@@ -9,7 +9,7 @@ import keras
 
 from busutils import profiles
 from busutils.data import phantom_dataset
-from busutils.experiment import split_dataset, train_model
+from busutils.experiment import metrics_of_model, split_dataset, train_model
 from busutils.models import baseline_cnn, classifier_head, compile_for
 from busutils.profiles import PROFILES, get_profile
 from busutils.splits import check_disjoint
@@ -353,6 +353,9 @@ def test_trained_predict_gives_the_whole_models_scores(tiny_data, name):
         assert trained.frozen.layer == "block4_pool"
         np.testing.assert_allclose(scores, whole, atol=2e-3)
         assert not np.allclose(scores, scores[0])  # a real score per image, not a constant
+    # metrics_of_model scores as it is given: a Trained through its cached front, a Keras model whole
+    np.testing.assert_array_equal(metrics_of_model(trained, split.test, n_boot=20)["scores"], scores)
+    np.testing.assert_array_equal(metrics_of_model(trained.model, split.test, n_boot=20)["scores"], whole)
 
 
 def test_every_studied_quick_setting_says_what_chose_it():
