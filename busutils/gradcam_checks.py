@@ -17,7 +17,7 @@ inside a lesion mask from :func:`busutils.gradcam.mass_on_mask`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -145,27 +145,35 @@ def _feature_blocks(model: keras.Model) -> dict[str, slice]:
 
 
 def path_ablation(model: keras.Model, reference_images: np.ndarray, images: np.ndarray, *,
-                  batch_size: int = 32) -> dict[str, np.ndarray]:
+                  batch_size: int = 32,
+                  features: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Scores of ``images`` with all features, and with each block's features replaced by their mean.
 
     ``model`` is a VGG16 model of this book (pooled block features, then ``"head"``).  The mean
     of a block's features over ``reference_images`` (the training images) replaces that block's
     features for every image, so the head gets no information through that path.  Returns
     ``{"all": scores, "without block4": ..., "without block5": ...}`` (probability of malignant).
+    ``features`` gives the head's input for images: by default ``model``'s own layers, whole;
+    :meth:`busutils.frozen.FrozenVGG16.pooled` of a network holding ``model``'s weights reads
+    the cached activations of its frozen layers instead, and runs only the layers after them.
     """
     blocks = _feature_blocks(model)
-    to_features = chain(model, until="features")
+    if features is None:
+        to_features = chain(model, until="features")
+
+        def features(x: np.ndarray) -> np.ndarray:
+            return extract_features(to_features, x, batch_size=batch_size)
+
     head = model.get_layer("head")
-    reference = extract_features(to_features, reference_images, batch_size=batch_size)
-    features = extract_features(to_features, images, batch_size=batch_size)
+    reference, pooled = features(reference_images), features(images)
 
     def score(x: np.ndarray) -> np.ndarray:
         out = extract_features(head, x, batch_size=batch_size).astype(np.float64)
         return out[:, 0] if out.shape[-1] == 1 else out
 
-    scores = {"all": score(features)}
+    scores = {"all": score(pooled)}
     for block, columns in blocks.items():
-        ablated = features.copy()
+        ablated = pooled.copy()
         ablated[:, columns] = reference[:, columns].mean(axis=0)
         scores[f"without {block}"] = score(ablated)
     return scores

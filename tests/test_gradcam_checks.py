@@ -103,6 +103,27 @@ def test_a_head_that_ignores_block4_loses_nothing_without_it():
         path_ablation(baseline, reference, test)
 
 
+@pytest.mark.parametrize("name", ["vgg16-transfer", "vgg16-finetune"])
+def test_path_ablation_through_the_cached_front_scores_as_the_whole_network(tmp_path, monkeypatch, name):
+    """Chapter 08 ablates the paths of its saved models with features from the activation cache."""
+    from busutils.frozen import FrozenVGG16
+    from busutils.profiles import get_profile
+
+    monkeypatch.setenv("BUSUTILS_CACHE", str(tmp_path))
+    settings = get_profile("smoke", image_size=32, head_hidden=4)
+    saved = FrozenVGG16(settings, name=name, seed=0)
+    reference, test = images(12, seed=1), images(6, seed=2)
+    saved.model.get_layer("head").get_layer("head_norm").adapt(saved.pooled(reference))
+    frozen = FrozenVGG16(settings, name=name, seed=1)  # other weights, until it is given the saved ones
+    frozen.set_weights_from(saved.model)
+    whole = path_ablation(saved.model, reference, test)
+    cached = path_ablation(saved.model, reference, test, features=frozen.pooled)
+    assert list(cached) == list(whole) == ["all", "without block4", "without block5"]
+    for part in whole:  # equal but for the cached activations' rounding to float16
+        np.testing.assert_allclose(cached[part], whole[part], atol=2e-3)
+    assert np.abs(whole["without block5"] - whole["all"]).max() > 1e-3  # the ablation changes something
+
+
 def test_heat_in_lesions_sets_trained_against_random_maps_and_the_lesions_share():
     from busutils.gradcam import mass_on_mask
 
