@@ -148,14 +148,38 @@ def _before_activation(model: keras.Model):
         last.activation = activation
 
 
-def _tensorflow_gradients(conv_and_pred: keras.Model, x: np.ndarray, class_index: np.ndarray | None):
+def _recording_start(model: keras.Model, target: keras.layers.Layer) -> list:
+    """The variables a gradient tape must watch to record ``target``'s output and what follows it.
+
+    A tape records every operation on a variable it watches, and by default it watches every
+    variable created trainable: the variables of Keras' frozen layers too, so Grad-CAM recorded
+    the whole network and differentiated back through every layer (four times the arithmetic of
+    a forward pass, for VGG16).  The weights of the layer, or of the nearest layer before it
+    that has some (the batch normalisation before a ReLU), start the recording at the map.
+    """
+    for layer in reversed(model.layers[:model.layers.index(target) + 1]):
+        if layer.weights:
+            return [weight.value for weight in layer.weights]
+    return []
+
+
+def _tensorflow_gradients(conv_and_pred: keras.Model, x: np.ndarray, class_index: np.ndarray | None,
+                          watched: list):
     import tensorflow as tf
 
-    with tf.GradientTape() as tape:
-        conv, pred = conv_and_pred(x, training=False)
-        pred = tf.cast(pred, tf.float32)
-        score = tf.reduce_sum(pred * _selector(to_float32(pred), class_index))
-    return to_float32(conv), to_float32(tape.gradient(score, conv))
+    # The tape watches ``watched`` only; if those do not lead to the map (a model whose layers are
+    # not in a line), it watches every variable, as by default.
+    for only in (watched, None):
+        with tf.GradientTape(watch_accessed_variables=only is None) as tape:
+            if only:
+                tape.watch(only)
+            conv, pred = conv_and_pred(x, training=False)
+            pred = tf.cast(pred, tf.float32)
+            score = tf.reduce_sum(pred * _selector(to_float32(pred), class_index))
+        grads = tape.gradient(score, conv)
+        if grads is not None:
+            return to_float32(conv), to_float32(grads)
+    raise ValueError(f"the model's output does not depend on layer {conv_and_pred.outputs[0].name!r}")
 
 
 def _jax_gradients(conv_and_pred: keras.Model, back: keras.Model, x: np.ndarray, class_index: np.ndarray | None):
@@ -209,6 +233,7 @@ def grad_cam(
     classes = _class_indices(class_index, len(x), int(model.outputs[0].shape[-1]))
     conv_and_pred = keras.Model(model.inputs[0], [target.output, model.outputs[0]])
     backend = keras.backend.backend()
+    watched = _recording_start(model, target)
     if backend == "jax":
         back = keras.Model(target.output, model.outputs[0])  # the part of the model after the layer
     elif backend != "tensorflow":
@@ -219,7 +244,7 @@ def grad_cam(
             batch = x[start:start + batch_size]
             chosen = None if classes is None else classes[start:start + batch_size]
             if backend == "tensorflow":
-                conv, grads = _tensorflow_gradients(conv_and_pred, batch, chosen)
+                conv, grads = _tensorflow_gradients(conv_and_pred, batch, chosen, watched)
             else:
                 conv, grads = _jax_gradients(conv_and_pred, back, batch, chosen)
             weights = grads.mean(axis=(1, 2))  # alpha_k: one weight per feature map

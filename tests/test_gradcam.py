@@ -168,6 +168,57 @@ def test_vgg16_model_uses_block5_conv3():
     assert np.all(np.isfinite(cams)) and cams.min() >= 0.0 and cams.max() <= 1.0
 
 
+def _maps_through_every_layer(model: keras.Model, layer: str, x: np.ndarray) -> np.ndarray:
+    """Grad-CAM of the malignant logit with a tape that watches every variable, TensorFlow's default."""
+    import tensorflow as tf
+
+    from busutils.gradcam import _before_activation
+
+    conv_and_pred = keras.Model(model.inputs[0], [model.get_layer(layer).output, model.outputs[0]])
+    with _before_activation(model), tf.GradientTape() as tape:
+        conv, logit = conv_and_pred(x, training=False)
+        score = tf.reduce_sum(logit)
+    grads = tape.gradient(score, conv).numpy()
+    maps = np.maximum(np.einsum("nhwk,nk->nhw", conv.numpy(), grads.mean(axis=(1, 2))), 0.0)[..., None]
+    maps = keras.ops.convert_to_numpy(keras.ops.image.resize(maps, x.shape[1:3]))[..., 0]
+    peak = maps.max(axis=(1, 2), keepdims=True)
+    return np.where(peak > 0, maps / np.where(peak > 0, peak, 1.0), 0.0)
+
+
+def _branched_model() -> keras.Model:
+    """Two branches from the image; the layer explained follows the other branch's convolution in
+    the model's layer list, so the tape cannot start its recording there."""
+    inputs = keras.Input((SIZE, SIZE, 3))
+    a = layers.Conv2D(4, 3, padding="same", name="conv_a")(inputs)
+    b = layers.Conv2D(4, 3, padding="same", name="conv_b")(inputs)
+    relu_a = layers.ReLU(name="relu_a")(a)
+    pooled = layers.Concatenate()([layers.GlobalAveragePooling2D()(b), layers.GlobalAveragePooling2D()(relu_a)])
+    return keras.Model(inputs, layers.Dense(1, activation="sigmoid", name="out")(pooled))
+
+
+@pytest.mark.parametrize("which", ["baseline", "vgg16 two paths", "vgg16 frozen", "branched"])
+def test_grad_cam_records_from_the_layer_on_and_gives_the_maps_of_a_tape_that_watches_everything(which):
+    """The tape starts recording at the explained layer (frozen VGG16 layers were recorded and
+    differentiated for nothing): the maps are those of TensorFlow's default tape."""
+    from busutils.gradcam import _recording_start
+
+    x = np.random.default_rng(2).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    if which == "baseline":
+        model, layer = baseline_cnn((32, 32, 3), seed=0)[0], "relu5"
+    elif which == "branched":
+        model, layer, x = _branched_model(), "relu_a", blob_images()
+        names = [l.name for l in model.layers]
+        assert names.index("conv_b") < names.index("relu_a")  # the nearest weights are not the map's
+    else:
+        features = "block4+block5" if which == "vgg16 two paths" else "block5"
+        model, layer = vgg16_transfer((32, 32, 3), weights=None, seed=0, features=features).model, "block5_conv3"
+    start = {which: _recording_start(model, model.get_layer(layer))}
+    expected = {"baseline": "bn5", "branched": "conv_b"}.get(which, "block5_conv3")
+    assert [id(v) for v in start[which]] == [id(w.value) for w in model.get_layer(expected).weights]
+    np.testing.assert_allclose(grad_cam(model, x, layer=layer, class_index=1), _maps_through_every_layer(model, layer, x),
+                               atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "kwargs, images, match",
     [
