@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -40,6 +41,19 @@ RESULTS_DIR = "results"  # under book/: the runs every chapter and exercise save
 # nbclient can, at random, never see the end of a cell that shows an ipywidget (an open issue,
 # jupyter/nbclient#312), as chapter 09's slider did once in a CI run beside the tests.
 ATTEMPTS = 2
+# A cell that shows an ipywidget computes little, so it gets this many seconds, not the chapter's
+# limit: when its end goes unseen, the build loses two minutes, not the half hour it lost in CI.
+WIDGET_TIMEOUT = 120
+WIDGET_CELL = re.compile(r"\bwidgets\.\w+\(")
+
+
+def cell_timeouts(timeout: int) -> Callable[[nbformat.NotebookNode], int]:
+    """nbclient's ``timeout_func``: ``timeout`` seconds for a cell, at most :data:`WIDGET_TIMEOUT`
+    for one that shows an ipywidget (``widgets.<name>(`` in its source)."""
+    def timeout_of(cell: nbformat.NotebookNode) -> int:
+        return min(timeout, WIDGET_TIMEOUT) if WIDGET_CELL.search(cell.source) else timeout
+
+    return timeout_of
 
 # TensorFlow's C++ start-up log lines (CUDA probing, oneDNN notices) reach a notebook's stderr
 # before any Python setting can silence them; they are noise in a rendered book.
@@ -197,25 +211,27 @@ def chapter_timeout(profile: str) -> int:
 def execute_in_place(path: Path, parameters: dict, *, timeout: int, name: str, limit: str = "",
                      attempts: int = ATTEMPTS) -> None:
     """Execute the notebook ``path`` in place with papermill, in its folder, each cell given at most
-    ``timeout`` seconds.
+    ``timeout`` seconds (a cell that shows an ipywidget at most :data:`WIDGET_TIMEOUT`).
 
     A cell that runs past it (nbclient can miss the end of a cell that shows an ipywidget) gets
     the notebook back as it was and executed once more, up to ``attempts`` times in all; then a
     ``TimeoutError`` names the notebook (``name``) and the limit (``limit`` says where it comes from).
     """
     original = path.read_bytes()
+    limits = f"{timeout} s{limit}" + (f"; {WIDGET_TIMEOUT} s for a widget's cell" if WIDGET_TIMEOUT < timeout else "")
     for attempt in range(1, attempts + 1):
         try:
             papermill.execute_notebook(str(path), str(path), parameters=parameters, cwd=str(path.parent),
                                        kernel_name="python3", progress_bar=False, log_output=False,
-                                       execution_timeout=timeout)
+                                       execution_timeout=timeout, timeout_func=cell_timeouts(timeout))
             return
         except TimeoutError as error:
             if attempt == attempts:
                 raise TimeoutError(
-                    f"{name}: a cell ran longer than {timeout} s{limit}, in each of {attempts} attempts; "
+                    f"{name}: a cell ran past its limit ({limits}), in each of {attempts} attempts; "
                     f"the partly executed notebook is {path}") from error
-            print(f"  {name}: a cell ran longer than {timeout} s; executing the notebook once more", flush=True)
+            print(f"  {name}: a cell ran past its limit ({limits}); executing the notebook once more",
+                  flush=True)
             path.write_bytes(original)
 
 
