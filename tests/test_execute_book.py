@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import types
 from pathlib import Path
 
@@ -216,10 +215,8 @@ def test_a_widgets_cell_that_hangs_is_given_up_on_soon_whatever_the_chapters_lim
                   "if not Path('tried').exists():\n    Path('tried').write_text('once')\n    time.sleep(300)\n"
                   "print('done')")
     root = _tiny_book(tmp_path / "src", hangs_once)
-    start = time.monotonic()
     execute_book.execute_book(root, tmp_path / "out", "quick", timeout=600)
-    assert time.monotonic() - start < 120  # not the chapter's 600 s
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().out  # under the chapter's 600 s the sleep would end and nothing retry
     assert "book/one: a cell ran past its limit (600 s, " in printed
     assert "; 2 s for a widget's cell); executing the notebook once more" in printed
     timeouts = execute_book.cell_timeouts(600)
