@@ -42,6 +42,7 @@ __all__ = [
     "activation_cache",
     "bfloat16_here",
     "book_run_times",
+    "describe_book_machine",
     "describe_precision_accuracy",
     "feature_extraction_speed",
     "finetune_epoch_speed",
@@ -477,6 +478,23 @@ def book_run_times(path: str | os.PathLike, expected: Sequence[str] = ()) -> dic
         out.update(value=None, reason=f"A partial build: {len(out['missing'])} notebook(s) of the book "
                                       "were not executed.")
     return out
+
+
+def describe_book_machine(machine: Mapping | None) -> str:
+    """Where and how a build of the book ran, from the ``machine`` of its ``run_times.json``: "on
+    AMD EPYC, 2 cores, in float32, oneDNN capped at AVX2".  Its times belong to that machine and
+    precision, which need not be those ``make bench`` measured; a build that recorded no precision
+    (before builds did) is described without one."""
+    if not machine:
+        return "on a machine the build did not record"
+    where = f"on {machine.get('cpu') or 'an unknown CPU'}, {machine.get('cores', '?')} cores"
+    if machine.get("gpus"):
+        where += f" and {len(machine['gpus'])} GPU ({', '.join(machine['gpus'])})"
+    if machine.get("precision"):
+        where += f", in {machine['precision']}"
+    if machine.get("onednn_cap"):
+        where += f", oneDNN capped at {machine['onednn_cap']} (timed as on an older processor)"
+    return where
 
 
 @contextlib.contextmanager

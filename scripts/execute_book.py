@@ -85,19 +85,13 @@ def hide_injected_parameters(notebook: nbformat.NotebookNode) -> None:
             tags.append("remove-cell")
 
 
-def cpu_model(cpuinfo: str | None) -> str:
-    """The CPU's model name from the text of /proc/cpuinfo, else what `platform` knows."""
-    for line in (cpuinfo or "").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and value.strip():
-            return value.strip()
-    return platform.processor() or platform.machine() or "an unknown CPU"
+def machine_info(profile: str = "quick") -> dict:
+    """Where and how the notebooks run: the CPU, the cores this process may use, NVIDIA GPUs if
+    any, the precision ``profile`` computes in here, and the oneDNN cap if one is set (a book timed
+    under ``ONEDNN_MAX_CPU_ISA=AVX2`` is timed as on an older processor, in float32)."""
+    from busutils.precision import choose_precision, cpu_name, onednn_cap
+    from busutils.profiles import get_profile
 
-
-def machine_info() -> dict:
-    """Where the notebooks run: CPU model, the cores this process may use, NVIDIA GPUs if any."""
-    cpuinfo = Path("/proc/cpuinfo")
-    cpu = cpu_model(cpuinfo.read_text() if cpuinfo.exists() else None)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpus = []
     if shutil.which("nvidia-smi"):
@@ -105,7 +99,8 @@ def machine_info() -> dict:
                                capture_output=True, text=True)
         if query.returncode == 0:
             gpus = [line.strip() for line in query.stdout.splitlines() if line.strip()]
-    return {"cpu": cpu, "cores": cores, "gpus": gpus, "platform": platform.platform()}
+    return {"cpu": cpu_name(), "cores": cores, "gpus": gpus, "platform": platform.platform(),
+            "precision": choose_precision(get_profile(profile).precision), "onednn_cap": onednn_cap()}
 
 
 def format_duration(seconds: float) -> str:
@@ -121,11 +116,12 @@ def format_duration(seconds: float) -> str:
 
 
 def run_note(seconds: float, machine: dict, profile: str, what: str = "This chapter") -> str:
-    """The sentence placed under a notebook's title: how long it ran, on what, with which profile."""
-    where = f"{machine['cpu']}, {machine['cores']} cores"
-    if machine.get("gpus"):
-        where += f" and {len(machine['gpus'])} GPU ({', '.join(machine['gpus'])})"
-    return f"{what} ran in {format_duration(seconds)} on {where}, profile {profile}, in this build of the book."
+    """The sentence placed under a notebook's title: how long it ran, on what, in which precision,
+    with which profile."""
+    from busutils.benchmark import describe_book_machine
+
+    return (f"{what} ran in {format_duration(seconds)} {describe_book_machine(machine)}, profile {profile}, "
+            "in this build of the book.")
 
 
 def insert_after_title(notebook: nbformat.NotebookNode, text: str) -> None:
@@ -244,7 +240,7 @@ def execute_book(root: Path, out: Path, profile: str, *, only: list[str] | None 
         notebooks = [p for p in notebooks
                      if p.stem in only or p.relative_to(out).with_suffix("").as_posix() in only]
     timeout = timeout or chapter_timeout(profile)
-    machine = machine_info()
+    machine = machine_info(profile)
     times = {"profile": profile, "timeout_s": timeout, "machine": machine, "notebooks": {}}
     print(f"Executing {len(notebooks)} notebook(s) with profile {profile!r} (at most {timeout} s a cell) "
           f"on {machine['cpu']}, {machine['cores']} cores; BUSI_DIR={os.environ.get('BUSI_DIR', '<unset>')}")

@@ -95,6 +95,20 @@ def test_book_run_times_add_up_and_say_what_is_missing(tmp_path):
     assert other["value"] is None and "'paper'" in other["reason"] and other["chapters"]
 
 
+def test_a_book_build_is_described_with_its_precision_and_any_onednn_cap():
+    capped = {"cpu": "AMD EPYC", "cores": 2, "gpus": [], "platform": "Linux", "precision": "float32",
+              "onednn_cap": "AVX2"}
+    assert benchmark.describe_book_machine(capped) == (
+        "on AMD EPYC, 2 cores, in float32, oneDNN capped at AVX2 (timed as on an older processor)")
+    native = {**capped, "precision": "mixed_bfloat16", "onednn_cap": None}
+    assert benchmark.describe_book_machine(native) == "on AMD EPYC, 2 cores, in mixed_bfloat16"
+    gpu = {**native, "gpus": ["Tesla T4"], "precision": "mixed_float16"}
+    assert benchmark.describe_book_machine(gpu) == "on AMD EPYC, 2 cores and 1 GPU (Tesla T4), in mixed_float16"
+    # a build recorded before builds said their precision: the machine alone, never a guess
+    assert benchmark.describe_book_machine({"cpu": "x", "cores": 4, "gpus": []}) == "on x, 4 cores"
+    assert benchmark.describe_book_machine(None) == "on a machine the build did not record"
+
+
 def test_find_results_looks_in_the_folder_and_above(tmp_path):
     nested = tmp_path / "_build" / "src" / "book"
     nested.mkdir(parents=True)
@@ -217,17 +231,29 @@ def test_performance_page_shows_the_results_of_make_bench(bench_results, monkeyp
     from chapters import copy_of_the_book, figures, outputs, run_chapter
 
     book = copy_of_the_book(tmp_path)
-    notebook = run_chapter(book, "appendix_performance", monkeypatch, results_file=str(bench_results))
+    # The book's run times, from a build timed as on an AVX2-only processor
+    results = json.loads(bench_results.read_text())
+    results["quick_book_s"] = {
+        "value": 61.5, "chapters": {"book/01_data_tour": 20.5, "book/02_baseline_cnn": 41.0}, "profile": "quick",
+        "machine": {"cpu": "AMD EPYC", "cores": 2, "gpus": [], "precision": "float32", "onednn_cap": "AVX2"},
+        "source": "_build/src/run_times.json", "missing": []}
+    shown = tmp_path / "bench" / "results.json"
+    shown.parent.mkdir()
+    shown.write_text(json.dumps(results))
+    notebook = run_chapter(book, "appendix_performance", monkeypatch, results_file=str(shown))
     text = outputs(notebook)
     assert "read from results.json" in text and "No results of" not in text
     for folder in (bench_results.parent, tmp_path, ROOT):  # no path of the machine
         assert str(folder) not in text
+    assert ("profile quick, on AMD EPYC, 2 cores, in float32, oneDNN capped at AVX2 (timed as on an "
+            "older processor), from _build/src/run_times.json") in " ".join(text.split())
     assert "NVIDIA GeForce GTX 1050" in text and "the synthetic PHANTOM" in text
     assert "not timed" in text  # the paper's baseline time has no counterpart here
     assert "times the paper's time on its GPU" in text and "Training took" in text
     assert "of the bfloat16 peak" in text or choose_precision("auto") != "mixed_bfloat16"
     assert "as many images a second as float32 here" in text  # bfloat16 beside float32: the choice checked
-    assert "oneDNN capped at" not in text  # no cap, no such row
+    # the bench ran without a cap, so its machine's table has no such row: only the book's build says it
+    assert text.count("oneDNN capped at") == 1
     assert "The product of two 128 x 128 matrices ran at" in text
     assert "vgg16-finetune, warm cache:" in text and "warm: the activation cache held" in text
     assert text.count("times its floor") == 3 and text.count("GB when it began)") == 3

@@ -12,16 +12,10 @@ import yaml
 
 import book_sources
 import execute_book
+from busutils import precision
+from busutils.precision import choose_precision, cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
-CPUINFO = """processor\t: 0
-vendor_id\t: GenuineIntel
-model name\t: Intel(R) Xeon(R) CPU @ 2.20GHz
-cpu cores\t: 2
-
-processor\t: 1
-model name\t: Intel(R) Xeon(R) CPU @ 2.20GHz
-"""
 
 
 def test_every_toc_entry_exists_and_notebooks_have_a_parameters_cell():
@@ -77,18 +71,23 @@ def test_only_the_injected_parameters_cell_is_removed():
         ["parameters"], ["injected-parameters", "remove-cell"], None]
 
 
-def test_cpu_model_reads_proc_cpuinfo_and_falls_back_to_platform(monkeypatch):
-    assert execute_book.cpu_model(CPUINFO) == "Intel(R) Xeon(R) CPU @ 2.20GHz"
-    monkeypatch.setattr(execute_book.platform, "processor", lambda: "arm")
-    assert execute_book.cpu_model(None) == "arm"
-    assert execute_book.cpu_model("processor\t: 0\n") == "arm"
-
-
-def test_machine_info_names_the_cpu_and_counts_cores(monkeypatch):
+def test_machine_info_names_the_cpu_counts_cores_and_says_the_precision_and_any_cap(monkeypatch):
     monkeypatch.setattr(execute_book.shutil, "which", lambda name: None)  # no nvidia-smi
-    machine = execute_book.machine_info()
-    assert machine["cpu"] and machine["gpus"] == []
+    monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: [])  # nor one TensorFlow sees
+    monkeypatch.delenv("BUSUTILS_PRECISION", raising=False)
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    machine = execute_book.machine_info("quick")
+    assert machine["cpu"] == cpu_name() and machine["gpus"] == []
     assert isinstance(machine["cores"], int) and machine["cores"] >= 1
+    assert machine["precision"] == choose_precision("auto") and machine["onednn_cap"] is None
+    # Timed as on an AVX2-only processor: bfloat16 is barred there, so the book runs in float32
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    capped = execute_book.machine_info("quick")
+    assert capped["onednn_cap"] == "AVX2" and capped["precision"] == "float32"
+    # A precision the reader sets wins over the profile's "auto", as in the chapters
+    monkeypatch.setenv("BUSUTILS_PRECISION", "mixed_float16")
+    assert execute_book.machine_info("quick")["precision"] == "mixed_float16"
 
 
 @pytest.mark.parametrize("seconds, text", [(0.4, "0 s"), (42.6, "43 s"), (185, "3 min 5 s"),
@@ -97,7 +96,7 @@ def test_format_duration(seconds, text):
     assert execute_book.format_duration(seconds) == text
 
 
-def test_run_note_states_time_machine_and_profile():
+def test_run_note_states_time_machine_precision_and_profile():
     machine = {"cpu": "AMD EPYC", "cores": 2, "gpus": []}
     assert execute_book.run_note(185.2, machine, "quick") == (
         "This chapter ran in 3 min 5 s on AMD EPYC, 2 cores, profile quick, in this build of the book.")
@@ -105,6 +104,11 @@ def test_run_note_states_time_machine_and_profile():
     assert execute_book.run_note(61, machine, "paper", "This exercise, solution included,") == (
         "This exercise, solution included, ran in 1 min 1 s on AMD EPYC, 2 cores and 1 GPU "
         "(NVIDIA A100-SXM4-40GB), profile paper, in this build of the book.")
+    # the precision it computed in, and a cap on oneDNN if the build was timed as on an older CPU
+    machine.update(gpus=[], precision="float32", onednn_cap="AVX2")
+    assert execute_book.run_note(42, machine, "quick") == (
+        "This chapter ran in 42 s on AMD EPYC, 2 cores, in float32, oneDNN capped at AVX2 (timed as on "
+        "an older processor), profile quick, in this build of the book.")
 
 
 def _notebook(*cells, duration=None):
@@ -177,7 +181,8 @@ def test_execute_book_runs_papermill_and_records_what_it_measured(tmp_path):
     recorded = json.loads((out / "run_times.json").read_text())
     assert recorded == times and recorded["profile"] == "quick" and recorded["timeout_s"] == 120
     seconds = recorded["notebooks"]["book/one"]["seconds"]
-    assert seconds > 0 and set(recorded["machine"]) == {"cpu", "cores", "gpus", "platform"}
+    assert seconds > 0 and set(recorded["machine"]) == {"cpu", "cores", "gpus", "platform", "precision",
+                                                        "onednn_cap"}
     machine = recorded["machine"]
     expected = execute_book.run_note(seconds, machine, "quick")
     # run_times.json rounds to 0.1 s; the note rounds to whole seconds

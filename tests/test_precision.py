@@ -104,11 +104,14 @@ def test_bfloat16_support_says_how_and_whether_16_bit_precisions_run(monkeypatch
     assert bfloat16_support(gpus=[(7, 5)]) == "gpu"
 
 
-def test_cpu_flags_and_name_are_read_from_cpuinfo():
+def test_cpu_flags_and_name_are_read_from_cpuinfo(monkeypatch):
     assert cpu_flags(AMX) >= {"amx_bf16", "amx_tile", "avx512_bf16"}
     assert "avx512_bf16" not in cpu_flags(AVX2_ONLY)
     assert cpu_name(AMX) == "Intel(R) Xeon(R) Platinum 8481C"
     assert cpu_flags("model name\t: a CPU without flags\n") == set()
+    # no model name (not Linux, or a processor that gives none): what `platform` knows
+    monkeypatch.setattr(precision.platform, "processor", lambda: "arm")
+    assert cpu_name("processor\t: 0\n") == "arm"
 
 
 def test_precision_scope_sets_the_policy_for_new_layers_and_restores_it(monkeypatch):
