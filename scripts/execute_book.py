@@ -118,7 +118,7 @@ def format_duration(seconds: float) -> str:
 def run_note(seconds: float, machine: dict, profile: str, what: str = "This chapter") -> str:
     """The sentence placed under a notebook's title: how long it ran, on what, in which precision,
     with which profile."""
-    from busutils.benchmark import describe_book_machine
+    from busutils.benchmark import describe_book_machine  # busutils loads Keras: only when a note is made
 
     return (f"{what} ran in {format_duration(seconds)} {describe_book_machine(machine)}, profile {profile}, "
             "in this build of the book.")
@@ -239,11 +239,13 @@ def execute_book(root: Path, out: Path, profile: str, *, only: list[str] | None 
     if only:
         notebooks = [p for p in notebooks
                      if p.stem in only or p.relative_to(out).with_suffix("").as_posix() in only]
+    from busutils.benchmark import describe_book_machine
+
     timeout = timeout or chapter_timeout(profile)
     machine = machine_info(profile)
     times = {"profile": profile, "timeout_s": timeout, "machine": machine, "notebooks": {}}
     print(f"Executing {len(notebooks)} notebook(s) with profile {profile!r} (at most {timeout} s a cell) "
-          f"on {machine['cpu']}, {machine['cores']} cores; BUSI_DIR={os.environ.get('BUSI_DIR', '<unset>')}")
+          f"{describe_book_machine(machine)}; BUSI_DIR={os.environ.get('BUSI_DIR', '<unset>')}")
     results = out / "book" / RESULTS_DIR
     for path in notebooks:
         name = path.relative_to(out).with_suffix("").as_posix()
