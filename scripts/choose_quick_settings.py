@@ -75,6 +75,8 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
     parser.add_argument("--part", choices=["transfer", "finetune", "baseline"], default="transfer")
     parser.add_argument("--finetune-from", default=None, help="JSON of the transfer settings fine-tuning starts from")
+    parser.add_argument("--quick-only", action="store_true",
+                        help="score the quick profile's own settings alone, e.g. to compare image sizes")
     args = parser.parse_args()
     if not os.environ.get("BUSI_DIR") or not os.environ.get("VGG16_WEIGHTS"):
         parser.error("set BUSI_DIR and VGG16_WEIGHTS: the choice is made on real images with the real weights")
@@ -83,6 +85,12 @@ def main() -> int:
     from busutils.experiment import train_model
     from busutils.frozen import FrozenVGG16
     from busutils.profiles import get_profile
+
+    quick = get_profile("quick")
+
+    def grid(*candidates, profile_values):
+        """The candidates' combinations, or the quick profile's own values alone under --quick-only."""
+        return [profile_values] if args.quick_only else list(itertools.product(*candidates))
 
     rows = json.loads(args.out.read_text()) if args.out.is_file() else []
     done = {json.dumps(r["settings"], sort_keys=True) for r in rows}
@@ -99,8 +107,8 @@ def main() -> int:
         print(f"{size} px: {len(dataset)} images, {len(reported)} in the reported test parts, {len(rest)} left; "
               f"selection parts of {[len(s.test) for s in splits]} images", flush=True)
         if args.part == "transfer":
-            grid = itertools.product(["block5", "block4+block5"], [0, 64], [1e-2, 1e-3])
-            for features, hidden, l2 in grid:
+            for features, hidden, l2 in grid(["block5", "block4+block5"], [0, 64], [1e-2, 1e-3],
+                                             profile_values=(quick.head_features, quick.head_hidden, quick.head_l2)):
                 overrides = dict(image_size=size, head_features=features, head_hidden=hidden, head_l2=l2)
                 key = {"part": "transfer", **overrides}
                 if json.dumps(key, sort_keys=True) in done:
@@ -117,7 +125,8 @@ def main() -> int:
                        linear_probe_mean=float(np.mean(probes)))
         elif args.part == "finetune":
             base = json.loads(args.finetune_from) if args.finetune_from else {}
-            for lr, epochs in itertools.product([1e-3, 1e-4], [10, 20]):
+            for lr, epochs in grid([1e-3, 1e-4], [10, 20],
+                                   profile_values=(quick.finetune_learning_rate, quick.finetune_epochs)):
                 overrides = dict(base, image_size=size, finetune_learning_rate=lr, finetune_epochs=epochs)
                 key = {"part": "finetune", **overrides}
                 if json.dumps(key, sort_keys=True) in done:
@@ -130,7 +139,7 @@ def main() -> int:
                     heads.append(trained.stages["finetune"].best_epoch)
                 record(key, aucs, time.perf_counter() - start, best_epochs=heads)
         else:
-            for l2, dropout in itertools.product([1e-4, 1e-3], [0.5]):
+            for l2, dropout in grid([1e-4, 1e-3], [0.5], profile_values=(quick.l2, quick.dropout)):
                 overrides = dict(image_size=size, l2=l2, dropout=dropout)
                 key = {"part": "baseline", **overrides}
                 if json.dumps(key, sort_keys=True) in done:
