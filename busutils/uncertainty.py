@@ -293,9 +293,30 @@ def _split_and_training_seeds(vary: str, seed: int) -> tuple[int, int]:
     return (0, int(seed)) if vary == "training" else (int(seed), 0)
 
 
+def _saved_seed_zero_row(saved: Mapping[str, Any], dataset, settings, model: str,
+                         weights: str | None) -> dict | None:
+    """The row :func:`spread_over_seeds` would get by training split 0 with seed 0, from a saved run
+    of exactly that; ``None`` when ``saved`` is another run."""
+    from dataclasses import replace
+
+    from .experiment import split_dataset
+    from .runs import reuse_mismatches
+
+    if weights is not None:
+        settings = replace(settings, weights=weights)
+    split = split_dataset(dataset, test_size=settings.test_size, val_size=settings.val_size, seed=0)
+    if reuse_mismatches(dict(saved), model, split, settings, 0):
+        return None
+    test = saved["test"]
+    low, high = test["ci95"]["auc"]
+    return {"seed": 0, "vary": "training", "auc": test["metrics"]["auc"], "low": low, "high": high,
+            "n_test": len(split.test), "weights": saved["weights"]}
+
+
 def spread_over_seeds(dataset, settings, seeds: Sequence[int], *, vary: str = "training",
                       model: str = "vgg16-transfer", weights: str | None = None,
-                      reuse: Sequence[Mapping[str, Any]] = ()) -> list[dict]:
+                      reuse: Sequence[Mapping[str, Any]] = (),
+                      saved: Mapping[str, Any] | None = None) -> list[dict]:
     """Train ``model`` once per seed and test it: how far the test AUC moves when only a seed changes.
 
     ``vary="training"``: one split (seed 0) and one set of augmented copies; the seed changes
@@ -306,7 +327,10 @@ def spread_over_seeds(dataset, settings, seeds: Sequence[int], *, vary: str = "t
 
     ``reuse``: rows an earlier call returned for the same data, settings and model.  A run
     they hold already (seed 0 is split 0 trained with seed 0 whichever seed varies) is taken
-    from them, not trained a second time.
+    from them, not trained a second time.  ``saved``: the record of a run an earlier chapter
+    saved (:func:`busutils.runs.save_run`); when it is that seed-0 run (same model, settings,
+    seed, images, weights and precision: :func:`busutils.runs.reuse_mismatches`), its test
+    result stands for it, so that the book trains each model once.
     """
     from .crossval import _quiet_retracing
     from .experiment import metrics_of_model, split_dataset, train_model
@@ -316,6 +340,10 @@ def spread_over_seeds(dataset, settings, seeds: Sequence[int], *, vary: str = "t
     if not len(seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be one or more different integers, got {list(seeds)}")
     done = {_split_and_training_seeds(row["vary"], row["seed"]): row for row in reuse}
+    if saved is not None and (0, 0) not in done:
+        row = _saved_seed_zero_row(saved, dataset, settings, model, weights)
+        if row is not None:
+            done[0, 0] = row
     rows = []
     with _quiet_retracing():  # a model per seed, built in a loop on purpose
         for seed in seeds:

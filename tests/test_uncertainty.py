@@ -220,6 +220,45 @@ def test_spread_over_seeds_trains_no_run_that_it_is_given(monkeypatch):
     assert trained == [0, 0]  # splits 1 and 2, each trained with seed 0; split 0 not trained again
 
 
+def test_spread_over_seeds_takes_a_saved_seed_zero_run_and_trains_again_on_a_mismatch(monkeypatch):
+    """A chapter's saved run of split 0 trained with seed 0 stands for that run (chapter 05 reuses
+    chapter 03's); a record of another seed, other settings or other images is not used."""
+    from dataclasses import replace
+
+    import busutils.experiment as experiment
+    from busutils.data import phantom_dataset
+    from busutils.experiment import seen_images, split_dataset
+    from busutils.precision import choose_precision
+    from busutils.profiles import as_dict, get_profile
+    from busutils.uncertainty import spread_over_seeds
+
+    trained = []
+    run = SimpleNamespace(model=None, weights_used="random")
+    monkeypatch.setattr(experiment, "train_model", lambda *a, seed, **k: trained.append(seed) or run)
+    monkeypatch.setattr(experiment, "metrics_of_model", lambda model, part, **k: {
+        "metrics": {"auc": 0.5}, "ci95": {"auc": (0.4, 0.6)}})
+    data = phantom_dataset(40, image_size=32, seed=0)
+    settings = get_profile("quick", image_size=32, weights="none")
+    split = split_dataset(data, test_size=settings.test_size, val_size=settings.val_size, seed=0)
+    saved = {"model": "vgg16-transfer", "profile": as_dict(settings), "seed": 0,
+             "data": {"task": split.train.task}, "seen": seen_images(split), "weights": "random (seed 0)",
+             "training": {"used": {"precision": choose_precision(settings.precision)}},
+             "test": {"metrics": {"auc": 0.9}, "ci95": {"auc": [0.8, 0.95]}}}
+
+    rows = spread_over_seeds(data, settings, [0, 1], vary="training", saved=saved)
+    assert trained == [1]  # seed 0 is the saved run
+    assert rows[0] == {"seed": 0, "vary": "training", "auc": 0.9, "low": 0.8, "high": 0.95,
+                       "n_test": len(split.test), "weights": "random (seed 0)"}
+    assert rows[1]["auc"] == 0.5
+
+    other_split = split_dataset(data, test_size=settings.test_size, val_size=settings.val_size, seed=1)
+    for mismatch in ({"seed": 1}, {"profile": as_dict(replace(settings, l2=1e-3))},
+                     {"seen": seen_images(other_split)}, {"model": "baseline"}):
+        trained.clear()
+        rows = spread_over_seeds(data, settings, [0, 1], vary="training", saved={**saved, **mismatch})
+        assert trained == [0, 1] and rows[0]["auc"] == 0.5, mismatch  # trained, not taken from the record
+
+
 def test_compare_pairs_adjusts_the_delong_p_values_of_every_pair():
     from busutils.uncertainty import compare_pairs
 
