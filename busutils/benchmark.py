@@ -32,7 +32,7 @@ import keras
 import numpy as np
 
 from .precision import (bfloat16_support, choose_precision, cpu_flags, cpu_name, gpu_compute_capabilities, onednn_cap,
-                        precision_scope, runs_here)
+                        precision_scope, require_runs_here, runs_here)
 
 __all__ = [
     "BOOK_TIMES_PATH",
@@ -210,6 +210,7 @@ def matmul_task(size: int, dtype: str = "float32", *, seed: int = 0) -> Callable
     """
     if size < 1:
         raise ValueError(f"size must be at least 1, got {size}")
+    require_runs_here({"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}.get(dtype, "float32"))
     rng = np.random.default_rng(seed)
     a, b = (keras.ops.convert_to_tensor(rng.standard_normal((size, size), dtype=np.float32), dtype=dtype)
             for _ in range(2))

@@ -9,7 +9,9 @@ with bfloat16's 8-bit precision, so float32 is kept.  The choice is detected, ne
 the same book runs on whatever machine its reader has.  That includes what the process allows:
 ``ONEDNN_MAX_CPU_ISA`` below ``AVX512_CORE_BF16`` (e.g. ``AVX2``, to time the book as on an
 AVX2-only CPU) forbids oneDNN, which computes TensorFlow's convolutions on a CPU, the very
-instructions bfloat16 needs, and bfloat16 convolutions then fail, so ``auto`` keeps float32.
+instructions bfloat16 needs, and bfloat16 convolutions then fail (a bfloat16 matrix product
+crashes Python), so ``auto`` keeps float32 and asking for a 16-bit precision there raises
+:class:`PrecisionBarredError`.
 
 ``BUSUTILS_PRECISION`` (``auto``, ``float32``, ``mixed_bfloat16`` or ``mixed_float16``) overrides
 the profiles' setting for the whole process, like ``VGG16_WEIGHTS`` for the weights: to run the
@@ -28,7 +30,7 @@ from typing import Iterator, Sequence
 import keras
 import numpy as np
 
-__all__ = ["BF16_CPU_FLAGS", "BFLOAT16_SUPPORT", "ENV_VAR", "PRECISIONS", "bfloat16_support", "choose_precision", "onednn_allows_bfloat16", "onednn_cap", "runs_here", "precision_from_environment", "to_float32", "cpu_flags", "cpu_name", "gpu_compute_capabilities", "precision_scope"]
+__all__ = ["BF16_CPU_FLAGS", "BFLOAT16_SUPPORT", "ENV_VAR", "PRECISIONS", "PrecisionBarredError", "bfloat16_support", "choose_precision", "onednn_allows_bfloat16", "onednn_cap", "require_runs_here", "runs_here", "precision_from_environment", "to_float32", "cpu_flags", "cpu_name", "gpu_compute_capabilities", "precision_scope"]
 
 #: Values a profile's ``precision`` setting may take.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
@@ -167,14 +169,33 @@ def runs_here(setting: str) -> bool:
     return keras.DTypePolicy(policy).compute_dtype == "float32" or bfloat16_support() != "barred"
 
 
+class PrecisionBarredError(RuntimeError):
+    """A 16-bit precision was asked for in a process that cannot compute it (:func:`runs_here`)."""
+
+
+def require_runs_here(setting: str) -> str:
+    """``choose_precision(setting)``, or :class:`PrecisionBarredError` where this process cannot
+    compute in it: TensorFlow would otherwise fail deep inside oneDNN, or crash Python outright
+    (a bfloat16 matrix product under ``ONEDNN_MAX_CPU_ISA=AVX2`` on a CPU with AVX512-BF16 does)."""
+    policy = choose_precision(setting)
+    if not runs_here(policy):
+        raise PrecisionBarredError(
+            f"precision {setting!r} cannot run in this process: ONEDNN_MAX_CPU_ISA={onednn_cap()} bars oneDNN, "
+            "which computes TensorFlow's layers on this CPU, from the processor's bfloat16 instructions, and "
+            "TensorFlow fails or crashes without them. Use precision 'float32' or 'auto' (which picks float32 "
+            "here), or unset ONEDNN_MAX_CPU_ISA")
+    return policy
+
+
 @contextlib.contextmanager
 def precision_scope(setting: str = "auto") -> Iterator[str]:
     """Build models inside this block to give them the chosen dtype policy; yields its name.
 
     Layers take the global policy when they are created, so only model building needs to be
-    inside; the previous policy is restored afterwards.
+    inside; the previous policy is restored afterwards.  A precision this process cannot
+    compute in raises :class:`PrecisionBarredError` here, before any layer is built.
     """
-    policy = choose_precision(setting)
+    policy = require_runs_here(setting)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:

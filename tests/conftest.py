@@ -22,6 +22,21 @@ for _folder in (os.environ["KERAS_HOME"], os.environ["BUSUTILS_CACHE"]):
 REAL_VGG16_WEIGHTS = os.environ.pop("VGG16_WEIGHTS", "")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that computes in a precision this process cannot (a 16-bit one under a oneDNN cap
+    such as ONEDNN_MAX_CPU_ISA=AVX2, set to time the book as on an older CPU) is reported as
+    skipped, saying why, whether the test or one of its fixtures asked for it."""
+    from busutils.precision import PrecisionBarredError
+
+    report = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(PrecisionBarredError):
+        path, line, _ = item.reportinfo()
+        report.outcome = "skipped"
+        report.longrepr = (str(path), (line or 0) + 1, f"Skipped: {call.excinfo.value}")
+    return report
+
+
 class NetworkBlocked(RuntimeError):
     """Raised when a test tries to open a network connection."""
 

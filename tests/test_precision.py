@@ -114,7 +114,7 @@ def test_cpu_flags_and_name_are_read_from_cpuinfo(monkeypatch):
     assert cpu_name("processor\t: 0\n") == "arm"
 
 
-def test_precision_scope_sets_the_policy_for_new_layers_and_restores_it(monkeypatch):
+def test_precision_scope_sets_the_policy_for_new_layers_and_restores_it(monkeypatch, uncapped):
     monkeypatch.setattr(precision, "cpu_flags", lambda: cpu_flags(AMX))
     monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: [])
     before = keras.config.dtype_policy().name
@@ -189,3 +189,33 @@ def test_results_record_the_precision_override(monkeypatch):
     assert environment_info()["precision_override"] == "mixed_bfloat16"
     monkeypatch.delenv("BUSUTILS_PRECISION")
     assert environment_info()["precision_override"] is None
+
+
+@pytest.mark.parametrize("cpuinfo, cap", [(AMX, "AVX2"), (AMX, None), (AVX2_ONLY, "AVX2")])
+def test_a_precision_this_process_cannot_compute_is_refused_before_tensorflow_crashes(monkeypatch, uncapped,
+                                                                                    cpuinfo, cap):
+    """Under ONEDNN_MAX_CPU_ISA=AVX2 on a CPU with bfloat16 instructions, a bfloat16 product crashed
+    Python (a segmentation fault in the test run): asking for 16 bits there is a clear error,
+    raised before any layer is built, and elsewhere nothing changes."""
+    import keras
+
+    from busutils import benchmark
+
+    monkeypatch.setattr(precision, "_cpuinfo", lambda: cpuinfo)
+    monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: [])
+    if cap:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    barred = bfloat16_support() == "barred"
+    assert precision.require_runs_here("float32") == "float32"
+    assert precision.require_runs_here("auto") == choose_precision("auto")
+    before = keras.config.dtype_policy().name
+    for setting, dtype in (("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")):
+        if barred:
+            with pytest.raises(precision.PrecisionBarredError, match=rf"'{setting}'.*ONEDNN_MAX_CPU_ISA=AVX2.*float32"):
+                with precision.precision_scope(setting):
+                    pass
+            with pytest.raises(precision.PrecisionBarredError, match="ONEDNN_MAX_CPU_ISA"):
+                benchmark.matmul_task(4, dtype)
+        else:
+            assert precision.require_runs_here(setting) == setting
+        assert keras.config.dtype_policy().name == before  # the policy was never changed
