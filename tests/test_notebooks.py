@@ -9,6 +9,7 @@ profile's) so that no download of ImageNet weights is even attempted.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -233,3 +234,7 @@ def test_new_images_chapter_scores_every_model_on_both_test_parts(fresh_book, mo
             run = json.loads((fresh_book / folder / f"{name}.json").read_text())
             assert run["data"]["test_part"].startswith("new images") == folder.endswith("new-images")
     assert "what chose it" in text
+    from busutils.profiles import QUICK_CHOSEN_BY
+
+    for why in QUICK_CHOSEN_BY.values():  # each reason shown whole, never cut to "..."
+        assert html.escape(why, quote=False) in text or why in text, why
