@@ -181,7 +181,7 @@ def require_runs_here(setting: str) -> str:
     if not runs_here(policy):
         raise PrecisionBarredError(
             f"precision {setting!r} cannot run in this process: ONEDNN_MAX_CPU_ISA={onednn_cap()} bars oneDNN, "
-            "which computes TensorFlow's layers on this CPU, from the processor's bfloat16 instructions, and "
+            "which computes TensorFlow's layers on this CPU, from the processor's 16-bit instructions, and "
             "TensorFlow fails or crashes without them. Use precision 'float32' or 'auto' (which picks float32 "
             "here), or unset ONEDNN_MAX_CPU_ISA")
     return policy
