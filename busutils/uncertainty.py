@@ -293,6 +293,13 @@ def _split_and_training_seeds(vary: str, seed: int) -> tuple[int, int]:
     return (0, int(seed)) if vary == "training" else (int(seed), 0)
 
 
+def _spread_row(seed: int, vary: str, test: Mapping[str, Any], n_test: int, weights: str) -> dict:
+    """One row of :func:`spread_over_seeds` from a run's test result (``metrics_of_model``'s)."""
+    low, high = test["ci95"]["auc"]
+    return {"seed": int(seed), "vary": vary, "auc": test["metrics"]["auc"], "low": low, "high": high,
+            "n_test": n_test, "weights": weights}
+
+
 def _saved_seed_zero_row(saved: Mapping[str, Any], dataset, settings, model: str,
                          weights: str | None) -> dict | None:
     """The row :func:`spread_over_seeds` would get by training split 0 with seed 0, from a saved run
@@ -307,10 +314,7 @@ def _saved_seed_zero_row(saved: Mapping[str, Any], dataset, settings, model: str
     split = split_dataset(dataset, test_size=settings.test_size, val_size=settings.val_size, seed=0)
     if reuse_mismatches(dict(saved), model, split, settings, 0):
         return None
-    test = saved["test"]
-    low, high = test["ci95"]["auc"]
-    return {"seed": 0, "vary": "training", "auc": test["metrics"]["auc"], "low": low, "high": high,
-            "n_test": len(split.test), "weights": saved["weights"]}
+    return _spread_row(0, "training", saved["test"], len(split.test), saved["weights"])
 
 
 def spread_over_seeds(dataset, settings, seeds: Sequence[int], *, vary: str = "training",
@@ -357,9 +361,7 @@ def spread_over_seeds(dataset, settings, seeds: Sequence[int], *, vary: str = "t
                                   copies_seed=0)
             test = metrics_of_model(trained, split.test, n_boot=settings.n_boot, seed=0,
                                     batch_size=settings.batch_size)
-            low, high = test["ci95"]["auc"]
-            rows.append({"seed": int(seed), "vary": vary, "auc": test["metrics"]["auc"], "low": low,
-                         "high": high, "n_test": len(split.test), "weights": trained.weights_used})
+            rows.append(_spread_row(seed, vary, test, len(split.test), trained.weights_used))
             keras.utils.clear_session()  # the run's model is no longer needed: free its memory
     return rows
 

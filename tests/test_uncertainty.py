@@ -197,19 +197,28 @@ def test_spread_over_seeds_changes_one_thing_at_a_time():
         spread_over_seeds(data, settings, [0], vary="folds")
 
 
-def test_spread_over_seeds_trains_no_run_that_it_is_given(monkeypatch):
-    """Seed 0 varying the split is seed 0 varying the training (the slow test above shows the two
-    give one AUC): given the rows of the first call, the second trains only the runs it lacks."""
+@pytest.fixture
+def fake_training(monkeypatch) -> list[int]:
+    """``spread_over_seeds`` without training: each run it trains is recorded (its seed) and scores
+    AUC 0.5 [0.4, 0.6]; returns the list of seeds trained."""
     import busutils.experiment as experiment
-    from busutils.data import phantom_dataset
-    from busutils.profiles import get_profile
-    from busutils.uncertainty import spread_over_seeds
 
     trained = []
     run = SimpleNamespace(model=None, weights_used="random")
     monkeypatch.setattr(experiment, "train_model", lambda *a, seed, **k: trained.append(seed) or run)
     monkeypatch.setattr(experiment, "metrics_of_model", lambda model, part, **k: {
         "metrics": {"auc": 0.5}, "ci95": {"auc": (0.4, 0.6)}})
+    return trained
+
+
+def test_spread_over_seeds_trains_no_run_that_it_is_given(fake_training):
+    """Seed 0 varying the split is seed 0 varying the training (the slow test above shows the two
+    give one AUC): given the rows of the first call, the second trains only the runs it lacks."""
+    from busutils.data import phantom_dataset
+    from busutils.profiles import get_profile
+    from busutils.uncertainty import spread_over_seeds
+
+    trained = fake_training
     data = phantom_dataset(40, image_size=32, seed=0)
     settings = get_profile("quick", image_size=32, weights="none")
     earlier = [{"seed": 0, "vary": "training", "auc": 0.9, "low": 0.8, "high": 0.95, "n_test": 12,
@@ -220,23 +229,18 @@ def test_spread_over_seeds_trains_no_run_that_it_is_given(monkeypatch):
     assert trained == [0, 0]  # splits 1 and 2, each trained with seed 0; split 0 not trained again
 
 
-def test_spread_over_seeds_takes_a_saved_seed_zero_run_and_trains_again_on_a_mismatch(monkeypatch):
+def test_spread_over_seeds_takes_a_saved_seed_zero_run_and_trains_again_on_a_mismatch(fake_training):
     """A chapter's saved run of split 0 trained with seed 0 stands for that run (chapter 05 reuses
     chapter 03's); a record of another seed, other settings or other images is not used."""
     from dataclasses import replace
 
-    import busutils.experiment as experiment
     from busutils.data import phantom_dataset
     from busutils.experiment import seen_images, split_dataset
     from busutils.precision import choose_precision
     from busutils.profiles import as_dict, get_profile
     from busutils.uncertainty import spread_over_seeds
 
-    trained = []
-    run = SimpleNamespace(model=None, weights_used="random")
-    monkeypatch.setattr(experiment, "train_model", lambda *a, seed, **k: trained.append(seed) or run)
-    monkeypatch.setattr(experiment, "metrics_of_model", lambda model, part, **k: {
-        "metrics": {"auc": 0.5}, "ci95": {"auc": (0.4, 0.6)}})
+    trained = fake_training
     data = phantom_dataset(40, image_size=32, seed=0)
     settings = get_profile("quick", image_size=32, weights="none")
     split = split_dataset(data, test_size=settings.test_size, val_size=settings.val_size, seed=0)
